@@ -1,0 +1,163 @@
+// weightzip._C: the only file that knows about Python. Buffers come in through the buffer
+// protocol (no copies), the GIL is released for all coding work, and C++ errors map to
+// weightzip.errors.FormatError / ChecksumError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <memory>
+
+#include "chunk.hpp"
+#include "parallel.hpp"
+#include "xxhash64.hpp"
+#include "zstd_dl.hpp"
+
+namespace py = pybind11;
+using namespace wz;
+
+namespace {
+
+constexpr uint64_t kMaxChunkBytes = 1ULL << 30;
+
+struct View {
+  const uint8_t* ptr;
+  size_t size;
+};
+
+View contiguous(const py::buffer_info& info, const char* what) {
+  // Accept any C-contiguous buffer; it is read as raw bytes.
+  py::ssize_t expect = info.itemsize;
+  for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+    if (info.shape[d] > 1 && info.strides[d] != expect)
+      throw std::invalid_argument(std::string(what) + " must be C-contiguous");
+    expect *= info.shape[d];
+  }
+  return {static_cast<const uint8_t*>(info.ptr), size_t(info.size) * size_t(info.itemsize)};
+}
+
+uint64_t checksum(const uint8_t* p, size_t n) { return xxh64(p, n) & 0xffffffffu; }
+
+py::array_t<uint8_t> to_numpy(Bytes&& v) {
+  auto* owned = new Bytes(std::move(v));
+  py::capsule free_when_done(owned, [](void* p) { delete static_cast<Bytes*>(p); });
+  return py::array_t<uint8_t>({py::ssize_t(owned->size())}, {py::ssize_t(1)}, owned->data(),
+                              free_when_done);
+}
+
+ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int force) {
+  ChunkSpec spec;
+  spec.transform = Transform(transform);
+  spec.itemsize = itemsize;
+  spec.level = level;
+  spec.row = row;
+  spec.force_method = force;
+  transform_width(spec.transform, itemsize);  // validates
+  if (level < kFast || level > kMax) throw std::invalid_argument("level must be 0, 1 or 2");
+  if (force >= kNumMethods) throw std::invalid_argument("unknown method");
+  return spec;
+}
+
+// Returns (payload uint8[total], table uint64[n, 3] = csize, rsize, checksum). The checksum is
+// the low 32 bits of xxh64 of the raw chunk: it catches corrupt payloads and decoder bugs alike.
+py::tuple encode_chunks(py::buffer data, int itemsize, int transform, uint64_t chunk_bytes,
+                        int level, uint32_t row, int threads, int force_method) {
+  ChunkSpec spec = make_spec(itemsize, transform, level, row, force_method);
+  py::buffer_info info = data.request();
+  View in = contiguous(info, "data");
+  if (chunk_bytes == 0 || chunk_bytes > kMaxChunkBytes || chunk_bytes % uint64_t(itemsize))
+    throw std::invalid_argument("chunk_bytes must be a positive multiple of the item size");
+  if (in.size % size_t(itemsize)) throw std::invalid_argument("data is not whole elements");
+  const size_t nchunks = (in.size + chunk_bytes - 1) / chunk_bytes;
+  std::vector<Bytes> outs(nchunks);
+  py::array_t<uint64_t> table({py::ssize_t(nchunks), py::ssize_t(3)});
+  uint64_t* tab = table.mutable_data();
+  Bytes payload;
+  {
+    py::gil_scoped_release nogil;
+    const int nw = resolve_threads(threads);
+    std::vector<Scratch> scratch(size_t(std::max(1, nw)));
+    parallel_for(nchunks, threads, [&](size_t i, int w) {
+      const size_t off = i * chunk_bytes;
+      const size_t len = std::min<size_t>(chunk_bytes, in.size - off);
+      encode_chunk(in.ptr + off, len, spec, outs[i], scratch[size_t(w)]);
+      tab[3 * i + 0] = outs[i].size();
+      tab[3 * i + 1] = len;
+      tab[3 * i + 2] = checksum(in.ptr + off, len);
+    });
+    size_t total = 0;
+    for (auto& o : outs) total += o.size();
+    payload.reserve(total);
+    for (auto& o : outs) {
+      payload.insert(payload.end(), o.begin(), o.end());
+      Bytes().swap(o);
+    }
+  }
+  return py::make_tuple(to_numpy(std::move(payload)), table);
+}
+
+// table: uint64[n, 4] = offset into payload, csize, rsize, checksum.
+void decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_style> table,
+                   int itemsize, int transform, py::buffer out, int threads, bool verify) {
+  ChunkSpec spec = make_spec(itemsize, transform, kDefault, 0, -1);
+  py::buffer_info pin = payload.request();
+  View src = contiguous(pin, "payload");
+  py::buffer_info oinfo = out.request(true);
+  View dstv = contiguous(oinfo, "out");
+  uint8_t* dst = const_cast<uint8_t*>(dstv.ptr);
+  if (table.ndim() != 2 || table.shape(1) != 4) throw std::invalid_argument("table must be (n, 4)");
+  const size_t n = size_t(table.shape(0));
+  const uint64_t* tab = table.data();
+  std::vector<size_t> dst_off(n);
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t off = tab[4 * i], csize = tab[4 * i + 1], rsize = tab[4 * i + 2];
+    if (off > src.size || csize > src.size - off) throw FormatError("chunk lies outside the file");
+    if (rsize > kMaxChunkBytes || rsize % uint64_t(itemsize)) throw FormatError("bad chunk size");
+    dst_off[i] = total;
+    total += rsize;
+  }
+  if (total != dstv.size) throw FormatError("chunk sizes do not add up to the tensor size");
+  {
+    py::gil_scoped_release nogil;
+    const int nw = resolve_threads(threads);
+    std::vector<Scratch> scratch(size_t(std::max(1, nw)));
+    parallel_for(n, threads, [&](size_t i, int w) {
+      const uint8_t* p = src.ptr + tab[4 * i];
+      const size_t csize = tab[4 * i + 1], rsize = tab[4 * i + 2];
+      decode_chunk(p, csize, spec, dst + dst_off[i], rsize, scratch[size_t(w)]);
+      if (verify && checksum(dst + dst_off[i], rsize) != tab[4 * i + 3])
+        throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
+    });
+  }
+}
+
+uint64_t hash_buffer(py::buffer data) {
+  py::buffer_info info = data.request();
+  View v = contiguous(info, "data");
+  py::gil_scoped_release nogil;
+  return xxh64(v.ptr, v.size);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "weightzip entropy-coding core (private; use the weightzip package)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const ChecksumError& e) {
+      py::object cls = py::module_::import("weightzip.errors").attr("ChecksumError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const FormatError& e) {
+      py::object cls = py::module_::import("weightzip.errors").attr("FormatError");
+      PyErr_SetString(cls.ptr(), e.what());
+    }
+  });
+  m.def("encode_chunks", &encode_chunks, py::arg("data"), py::arg("itemsize"),
+        py::arg("transform"), py::arg("chunk_bytes"), py::arg("level"), py::arg("row") = 0,
+        py::arg("threads") = 0, py::arg("force_method") = -1);
+  m.def("decode_chunks", &decode_chunks, py::arg("payload"), py::arg("table"),
+        py::arg("itemsize"), py::arg("transform"), py::arg("out"), py::arg("threads") = 0,
+        py::arg("verify") = true);
+  m.def("xxh64", &hash_buffer, py::arg("data"));
+  m.def("zstd_available", &zstd::available);
+}

@@ -1,0 +1,62 @@
+#include "zstd_dl.hpp"
+
+#include <dlfcn.h>
+
+#include <mutex>
+
+namespace wz::zstd {
+
+namespace {
+
+struct Api {
+  size_t (*compress_bound)(size_t) = nullptr;
+  size_t (*compress)(void*, size_t, const void*, size_t, int) = nullptr;
+  size_t (*decompress)(void*, size_t, const void*, size_t) = nullptr;
+  unsigned (*is_error)(size_t) = nullptr;
+  bool ok = false;
+};
+
+const Api& api() {
+  static Api a;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* h = nullptr;
+    for (const char* name : {"libzstd.so.1", "libzstd.so", "libzstd.1.dylib", "libzstd.dylib"}) {
+      h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (h) break;
+    }
+    if (!h) return;
+    a.compress_bound = reinterpret_cast<size_t (*)(size_t)>(dlsym(h, "ZSTD_compressBound"));
+    a.compress = reinterpret_cast<size_t (*)(void*, size_t, const void*, size_t, int)>(
+        dlsym(h, "ZSTD_compress"));
+    a.decompress = reinterpret_cast<size_t (*)(void*, size_t, const void*, size_t)>(
+        dlsym(h, "ZSTD_decompress"));
+    a.is_error = reinterpret_cast<unsigned (*)(size_t)>(dlsym(h, "ZSTD_isError"));
+    a.ok = a.compress_bound && a.compress && a.decompress && a.is_error;
+  });
+  return a;
+}
+
+}  // namespace
+
+bool available() { return api().ok; }
+
+bool compress(const uint8_t* in, size_t n, int level, Bytes& out, size_t cap) {
+  const Api& a = api();
+  if (!a.ok) return false;
+  out.resize(a.compress_bound(n));
+  size_t r = a.compress(out.data(), out.size(), in, n, level);
+  if (a.is_error(r) || r >= cap) return false;
+  out.resize(r);
+  return true;
+}
+
+void decompress(const uint8_t* in, size_t len, uint8_t* out, size_t n) {
+  const Api& a = api();
+  if (!a.ok) throw FormatError("stream is zstd-coded but libzstd.so.1 could not be loaded");
+  // The frame header's content size is not trusted: the output buffer is exactly n bytes.
+  size_t r = a.decompress(out, n, in, len);
+  if (a.is_error(r) || r != n) throw FormatError("zstd: corrupt stream");
+}
+
+}  // namespace wz::zstd

@@ -1,0 +1,22 @@
+// zstd as one of the per-stream candidate codecs.
+//
+// libzstd is loaded at run time (dlopen of the system's libzstd.so.1, present on every
+// mainstream Linux) so that building weightzip needs no zstd headers. Only the stable,
+// decades-old simple API is used. Without libzstd the encoder simply never picks zstd,
+// and decoding a zstd stream raises FormatError naming the missing library.
+#pragma once
+#include <cstdint>
+
+#include "common.hpp"
+
+namespace wz::zstd {
+
+bool available();
+
+// Compress into out; returns false if the result is not smaller than cap.
+bool compress(const uint8_t* in, size_t n, int level, Bytes& out, size_t cap);
+
+// Decompress exactly n bytes; throws FormatError otherwise.
+void decompress(const uint8_t* in, size_t len, uint8_t* out, size_t n);
+
+}  // namespace wz::zstd

@@ -1,0 +1,18 @@
+"""weightzip: byte-exact compression of model weights.
+
+    import weightzip
+    weightzip.pack("model.safetensors")              # -> model.safetensors.wz
+    weightzip.unpack("model.safetensors.wz", "out.safetensors")
+    with weightzip.open("model.safetensors.wz") as f:
+        w = f.get_tensor("encoder.weight")           # decodes only that tensor
+
+Importing weightzip never imports torch; torch is loaded only when a torch checkpoint or
+framework="torch" is asked for.
+"""
+from .api import WzFile, compress, decompress, load, open, pack, save, unpack
+from .errors import ChecksumError, FormatError
+from .inspect import info, verify
+
+__version__ = "0.1.0"
+__all__ = ["pack", "unpack", "save", "load", "open", "compress", "decompress", "info", "verify",
+           "WzFile", "FormatError", "ChecksumError"]

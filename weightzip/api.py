@@ -1,0 +1,274 @@
+"""Public API: pack/unpack files, save/load/open tensors, compress/decompress arrays."""
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from . import inputs, torch_io
+from .container import Reader, Writer, slabs_of
+from .dtypes import by_name, from_numpy, from_torch
+from .errors import FormatError
+
+PathLike = str | os.PathLike
+PROGRESS_MIN = 64 << 20  # show a progress bar from this many bytes on
+
+
+@contextmanager
+def atomic_path(dst: Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling of dst; it replaces dst only if the block succeeds."""
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists (use overwrite / --force)")
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        if dst.is_dir() and tmp.is_dir():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def _bar(total: int, desc: str, progress: bool | None):
+    show = total >= PROGRESS_MIN if progress is None else progress
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not show, leave=False)
+
+
+def _source_size(src: Path) -> int:
+    if src.is_dir():
+        return sum(p.stat().st_size for p in inputs.walk_folder(src))
+    return src.stat().st_size
+
+
+def pack(src: PathLike, dst: PathLike | None = None, level: str = "default",
+         threads: int | None = None, progress: bool | None = None, overwrite: bool = True) -> Path:
+    """Compress a .safetensors file, HF model folder, torch checkpoint or .npy/.npz into .wz."""
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or directory")
+    dst = Path(dst) if dst is not None else src.with_name(src.name + ".wz")
+    if dst.resolve() == src.resolve():
+        raise ValueError("output would overwrite the input")
+    with _bar(_source_size(src), f"pack {src.name}", progress) as bar, \
+            atomic_path(dst, overwrite) as tmp, builtins.open(tmp, "wb") as f:
+        w = Writer(f, level, threads, on_bytes=bar.update)
+        files, metadata = [], {}
+        if src.is_dir():
+            source = {"kind": "folder"}
+            for p in inputs.walk_folder(src):
+                parts, how, meta = inputs.add_file(w, p)
+                files.append({"path": p.relative_to(src).as_posix(), "parts": parts, "as": how})
+        elif src.suffix.lower() in inputs.TORCH_SUFFIXES and not _is_safetensors(src):
+            source = {"kind": "torch", "tree": torch_io.add_checkpoint(w, src)}
+        elif src.suffix.lower() == ".npz" and _npz_deflated(src):
+            source = {"kind": "npz-arrays", "arrays": inputs.add_npz_arrays(w, src)}
+        else:
+            parts, how, metadata = inputs.add_file(w, src)
+            source = {"kind": how}
+            files.append({"path": src.name, "parts": parts})
+        w.finish(files, source, metadata)
+    return dst
+
+
+def _is_safetensors(p: Path) -> bool:
+    with builtins.open(p, "rb") as f:
+        return inputs.safetensors_layout(f, p.stat().st_size) is not None
+
+
+def _npz_deflated(p: Path) -> bool:
+    import zipfile
+    try:
+        with zipfile.ZipFile(p) as z:
+            return any(i.compress_type != zipfile.ZIP_STORED for i in z.infolist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = None,
+           progress: bool | None = None, overwrite: bool = True) -> Path:
+    """Restore what pack() stored: the same bytes (or, for torch/npz-compressed, tensors)."""
+    src = Path(src)
+    with builtins.open(src, "rb") as f:
+        r = Reader(f)
+        kind = r.source.get("kind")
+        if dst is None:
+            if src.suffix != ".wz":
+                raise ValueError("cannot guess the output name: give dst (-o)")
+            dst = src.with_suffix("")
+        dst = Path(dst)
+        if kind == "array":
+            raise FormatError("this .wz holds an array from weightzip.compress(): use weightzip.decompress()")
+        total = sum(e.nbytes for e in r.entries)
+        with _bar(total, f"unpack {src.name}", progress) as bar, atomic_path(dst, overwrite) as tmp:
+            if kind == "torch":
+                obj = torch_io.rebuild(r.source["tree"], lambda i: _tensor(r, i, "torch", threads))
+                torch_io.save_checkpoint(obj, tmp)
+            elif kind == "npz-arrays":
+                arrays = {a["name"]: _tensor(r, a["entry"], "numpy", threads) for a in r.source["arrays"]}
+                with builtins.open(tmp, "wb") as fo:  # a file object: numpy adds no suffix
+                    np.savez_compressed(fo, **arrays)
+            elif kind == "folder":
+                tmp.mkdir()
+                for fd in r.files:
+                    out = _safe_join(tmp, fd["path"])
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    _write_parts(r, fd["parts"], out, threads, bar)
+            else:
+                if len(r.files) != 1:
+                    raise FormatError("corrupt index: expected exactly one file")
+                _write_parts(r, r.files[0]["parts"], tmp, threads, bar)
+    return dst
+
+
+def _safe_join(root: Path, rel: str) -> Path:
+    out = (root / rel).resolve()
+    if rel.startswith("/") or ".." in Path(rel).parts or root.resolve() not in out.parents:
+        raise FormatError(f"refusing to write outside the output folder: {rel!r}")
+    return out
+
+
+def _write_parts(r: Reader, parts: list[int], path: Path, threads, bar) -> None:
+    with builtins.open(path, "wb") as out:
+        for idx in parts:
+            for slab in r.iter_entry(idx, threads):
+                out.write(slab)
+                bar.update(len(slab))
+
+
+def _tensor(r: Reader, idx: int, framework: str, threads: int | None):
+    e = r.entries[idx]
+    raw = r.read_entry(idx, threads)
+    if framework == "torch":
+        return torch_io.to_tensor(raw, e.dtype, e.shape)
+    if framework != "numpy":
+        raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
+    order = "F" if e.extra.get("order") == "F" else "C"
+    return raw.view(by_name(e.dtype).numpy).reshape(e.shape, order=order)
+
+
+class WzFile:
+    """Lazy, random-access view of a .wz file (like safetensors.safe_open)."""
+
+    def __init__(self, path: PathLike, framework: str = "numpy", threads: int | None = None):
+        self.framework, self.threads = framework, threads
+        self._f = builtins.open(path, "rb")
+        try:
+            self._r = Reader(self._f)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def keys(self) -> list[str]:
+        return list(self._r.tensors)
+
+    def __iter__(self):
+        return iter(self._r.tensors)
+
+    def __len__(self) -> int:
+        return len(self._r.tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._r.tensors
+
+    def get_tensor(self, name: str):
+        """Decode one tensor; nothing else in the file is read."""
+        if name not in self._r.tensors:
+            raise KeyError(name)
+        return _tensor(self._r, self._r.tensors[name], self.framework, self.threads)
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._r.metadata)
+
+    @property
+    def reader(self) -> Reader:
+        return self._r
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "WzFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open(path: PathLike, framework: str = "numpy", threads: int | None = None) -> WzFile:  # noqa: A001
+    return WzFile(path, framework, threads)
+
+
+def load(path: PathLike, framework: str = "numpy", threads: int | None = None) -> dict[str, Any]:
+    """Decode every tensor of a .wz file into a dict name -> array/tensor."""
+    with WzFile(path, framework, threads) as wf:
+        return {k: wf.get_tensor(k) for k in wf.keys()}
+
+
+def _as_bytes(name: str, t: Any) -> tuple[Any, tuple[int, ...], memoryview]:
+    """(weightzip dtype, shape, raw little-endian bytes) of a numpy array or torch tensor."""
+    if type(t).__module__.startswith("torch"):
+        dt = from_torch(t.dtype)
+        if dt is None:
+            raise ValueError(f"{name}: unsupported dtype {t.dtype}")
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        import torch
+        return dt, tuple(t.shape), memoryview(flat.view(torch.uint8).numpy())
+    a = np.asarray(t)
+    dt = from_numpy(a.dtype)
+    if dt is None:
+        raise ValueError(f"{name}: unsupported dtype {a.dtype}")
+    return dt, a.shape, memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+
+
+def save(tensors: Mapping[str, Any], path: PathLike, level: str = "default",
+         metadata: Mapping[str, str] | None = None, threads: int | None = None) -> Path:
+    """Write tensors to .wz; unpack() of it yields a valid .safetensors file."""
+    items = [(name, *_as_bytes(name, t)) for name, t in tensors.items()]
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    off = 0
+    for name, dt, shape, buf in items:
+        header[name] = {"dtype": dt.name, "shape": list(shape), "data_offsets": [off, off + len(buf)]}
+        off += len(buf)
+    js = json.dumps(header, separators=(",", ":")).encode()
+    js += b" " * (-len(js) % 8)  # safetensors pads the header to 8 bytes
+    path = Path(path)
+    with atomic_path(path) as tmp, builtins.open(tmp, "wb") as f:
+        w = Writer(f, level, threads)
+        parts = [w.add_blob(len(js).to_bytes(8, "little") + js)]
+        parts += [w.add_tensor(name, dt, shape, slabs_of(buf)) for name, dt, shape, buf in items]
+        w.finish([{"path": path.with_suffix("").name or "tensors", "parts": parts}],
+                 {"kind": "safetensors"}, dict(metadata or {}))
+    return path
+
+
+def compress(data: Any, level: str = "default", threads: int | None = None) -> bytes:
+    """Compress one array (numpy or torch, any supported dtype) or a bytes-like object."""
+    is_bytes = isinstance(data, (bytes, bytearray, memoryview))
+    arr = np.frombuffer(data, np.uint8) if is_bytes else data
+    dt, shape, buf = _as_bytes("array", arr)
+    out = io.BytesIO()
+    w = Writer(out, level, threads)
+    w.add_tensor("array", dt, shape, slabs_of(buf))
+    w.finish([], {"kind": "array", "bytes": is_bytes})
+    return out.getvalue()
+
+
+def decompress(blob: bytes | bytearray | memoryview, threads: int | None = None) -> Any:
+    """Inverse of compress(): returns a numpy array (or bytes if bytes went in)."""
+    r = Reader(io.BytesIO(blob))
+    if r.source.get("kind") != "array" or len(r.entries) != 1:
+        raise FormatError("not a weightzip.compress() frame (use weightzip.load for files)")
+    a = _tensor(r, 0, "numpy", threads)
+    return a.tobytes() if r.source.get("bytes") else a

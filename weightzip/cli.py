@@ -1,0 +1,93 @@
+"""weightzip command line: pack, unpack, info, verify."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import api, inspect
+from .errors import FormatError
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
+def _print_info(d: dict) -> None:
+    rows = [e for e in d["entries"] if e["kind"] == "tensor"]
+    blobs = [e for e in d["entries"] if e["kind"] == "blob"]
+    w = max([len(e["name"]) for e in rows] + [6])
+    print(f"{d['file']}: source {d['source']}, level {d['level']}, {len(d['files'])} file(s)")
+    print(f"{'tensor':<{w}}  {'dtype':<7} {'shape':<18} {'bytes':>10} -> {'stored':>10}  {'ratio':>7}  codecs")
+    for e in rows:
+        codecs = ",".join(f"{k}:{v}" for k, v in sorted(e["codecs"].items()))
+        shape = "x".join(map(str, e["shape"])) or "scalar"
+        print(f"{e['name']:<{w}}  {e['dtype']:<7} {shape:<18} {e['bytes']:>10} -> {e['stored']:>10}"
+              f"  {100 * e['ratio']:6.2f}%  {codecs}")
+    if blobs:
+        b, s = sum(e["bytes"] for e in blobs), sum(e["stored"] for e in blobs)
+        print(f"{'(other bytes)':<{w}}  {'':<7} {'':<18} {b:>10} -> {s:>10}  {100 * s / max(b, 1):6.2f}%")
+    print(f"total: {len(rows)} tensors, {_size(d['total_bytes'])} -> {_size(d['file_bytes'])} "
+          f"({100 * d['ratio']:.2f}% incl. container)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="weightzip", description="Lossless compression of model weights.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack", help="compress a .safetensors / HF folder / .pt / .npy / .npz")
+    pk.add_argument("src")
+    pk.add_argument("-o", "--output")
+    pk.add_argument("--level", choices=["fast", "default", "max"], default="default")
+    un = sub.add_parser("unpack", help="restore the original file(s) from a .wz")
+    un.add_argument("src")
+    un.add_argument("-o", "--output")
+    for s in (pk, un):
+        s.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+        s.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+        s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    inf = sub.add_parser("info", help="per-tensor table: dtype, shape, sizes, ratio, codecs")
+    inf.add_argument("file")
+    inf.add_argument("--json", action="store_true")
+    ver = sub.add_parser("verify", help="check checksums, and equality with ORIGINAL if given")
+    ver.add_argument("file")
+    ver.add_argument("original", nargs="?")
+    ver.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    try:
+        if a.cmd in ("pack", "unpack"):
+            t0 = time.perf_counter()
+            fn = api.pack if a.cmd == "pack" else api.unpack
+            kw = {"level": a.level} if a.cmd == "pack" else {}
+            progress = False if a.quiet else None
+            out = fn(a.src, a.output, threads=a.threads, progress=progress, overwrite=a.force, **kw)
+            if not a.quiet:
+                src = Path(a.src)
+                n_in = api._source_size(src)
+                n_out = api._source_size(out)
+                packed, plain = (n_out, n_in) if a.cmd == "pack" else (n_in, n_out)
+                print(f"{a.src} -> {out}: {_size(n_in)} -> {_size(n_out)} "
+                      f"(packed = {100 * packed / max(plain, 1):.2f}% of original) "
+                      f"in {time.perf_counter() - t0:.2f} s")
+        elif a.cmd == "info":
+            d = inspect.info(a.file)
+            print(json.dumps(d, indent=1)) if a.json else _print_info(d)
+        else:
+            print(inspect.verify(a.file, a.original, a.threads))
+        return 0
+    except (FormatError, ValueError, OSError, ImportError, KeyError) as e:
+        msg = e.strerror + f": {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else e
+        print(f"weightzip: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("weightzip: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

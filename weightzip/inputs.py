@@ -1,0 +1,189 @@
+"""Readers that turn source files into container entries, remembering how to rebuild them.
+
+A source file is stored as an ordered list of parts (entry indices): tensors, coded with the
+float-aware coder, and blobs, the bytes around them (safetensors/npy headers, zip records,
+gaps, config files). Concatenating the parts rebuilds the file byte for byte.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .container import Writer, slabs_from_file
+from .dtypes import BY_NAME, from_numpy
+
+TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
+MAX_ST_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+
+
+def _blob_range(w: Writer, f: BinaryIO, start: int, end: int) -> int:
+    f.seek(start)
+    return w.add_blob(slabs_from_file(f, end - start)) if end > start else w.add_blob(b"")
+
+
+def _tensor_range(w: Writer, f: BinaryIO, name: str, dtype: str, shape: tuple, start: int,
+                  nbytes: int, extra: dict | None = None) -> int:
+    f.seek(start)
+    return w.add_tensor(name, BY_NAME[dtype], shape, slabs_from_file(f, nbytes), extra)
+
+
+def safetensors_layout(f: BinaryIO, size: int) -> tuple[int, list[tuple], dict] | None:
+    """(data_start, [(begin, end, name, dtype, shape)] sorted, metadata), or None if the file
+    is not a well-formed safetensors file that we can split (then it is stored opaque)."""
+    f.seek(0)
+    head = f.read(8)
+    if len(head) < 8:
+        return None
+    (hlen,) = struct.unpack("<Q", head)
+    if hlen == 0 or hlen > min(size - 8, MAX_ST_HEADER):
+        return None
+    try:
+        header = json.loads(f.read(hlen))
+    except ValueError:
+        return None
+    if not isinstance(header, dict):
+        return None
+    data_start, data_len = 8 + hlen, size - 8 - hlen
+    metadata = header.get("__metadata__") or {}
+    spans = []
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = t["dtype"], tuple(int(s) for s in t["shape"]), t["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            return None
+        dt = BY_NAME.get(dtype)
+        if dt is None or not (0 <= begin <= end <= data_len) or any(s < 0 for s in shape):
+            return None
+        if end - begin != dt.itemsize * int(np.prod(shape, dtype=object)):
+            return None
+        spans.append((begin, end, name, dtype, shape))
+    spans.sort()
+    for a, b in zip(spans, spans[1:]):
+        if a[1] > b[0]:
+            return None  # overlapping tensors
+    return data_start, spans, metadata if isinstance(metadata, dict) else {}
+
+
+def add_safetensors(w: Writer, f: BinaryIO, size: int) -> tuple[list[int], dict] | None:
+    layout = safetensors_layout(f, size)
+    if layout is None:
+        return None
+    data_start, spans, metadata = layout
+    parts = [_blob_range(w, f, 0, data_start)]
+    pos = 0
+    for begin, end, name, dtype, shape in spans:
+        if begin > pos:  # bytes no tensor claims: kept verbatim
+            parts.append(_blob_range(w, f, data_start + pos, data_start + begin))
+        parts.append(_tensor_range(w, f, name, dtype, shape, data_start + begin, end - begin))
+        pos = end
+    if data_start + pos < size:
+        parts.append(_blob_range(w, f, data_start + pos, size))
+    return parts, metadata
+
+
+def _npy_layout(f: BinaryIO, start: int, end: int):
+    """(data_offset, dtype, shape, fortran) of an .npy stored at [start, end), or None."""
+    f.seek(start)
+    try:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}[version]
+        shape, fortran, dtype = reader(f)
+    except (ValueError, KeyError, OSError, SyntaxError):
+        return None
+    off = f.tell()
+    if dtype.hasobject or off + dtype.itemsize * int(np.prod(shape, dtype=object)) != end:
+        return None
+    return off, dtype, shape, fortran
+
+
+def add_npy(w: Writer, f: BinaryIO, start: int, end: int, name: str) -> list[int]:
+    layout = _npy_layout(f, start, end)
+    if layout is None:
+        return [_blob_range(w, f, start, end)]
+    off, dtype, shape, fortran = layout
+    dt = from_numpy(dtype)
+    parts = [_blob_range(w, f, start, off)]
+    if dt is None:  # big-endian, complex, datetime...: kept exact, coded as bytes
+        parts.append(_blob_range(w, f, off, end))
+    else:
+        extra = {"order": "F"} if fortran and len(shape) > 1 else None
+        parts.append(_tensor_range(w, f, name, dt.name, tuple(shape), off, end - off, extra))
+    return parts
+
+
+def add_npz(w: Writer, f: BinaryIO, size: int) -> list[int] | None:
+    """Byte-exact split of an uncompressed .npz (np.savez); None if members are deflated."""
+    try:
+        with zipfile.ZipFile(f) as z:
+            infos = sorted(z.infolist(), key=lambda i: i.header_offset)
+    except zipfile.BadZipFile:
+        return None
+    if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+        return None
+    parts, pos = [], 0
+    for info in infos:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        nlen, xlen = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + nlen + xlen
+        end = start + info.compress_size
+        if start < pos or end > size:
+            return None
+        parts.append(_blob_range(w, f, pos, start))
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        parts += add_npy(w, f, start, end, name)
+        pos = end
+    parts.append(_blob_range(w, f, pos, size))
+    return parts
+
+
+def add_npz_arrays(w: Writer, path: Path) -> list[dict]:
+    """Tensor-exact fallback for compressed .npz: arrays are stored, zip bytes are not."""
+    arrays = []
+    with np.load(path, allow_pickle=False) as z:
+        for name in z.files:
+            a = np.ascontiguousarray(z[name])
+            dt = from_numpy(a.dtype)
+            if dt is None:
+                raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")
+            idx = w.add_tensor(name, dt, a.shape, iter([memoryview(a.reshape(-1).view(np.uint8))]))
+            arrays.append({"name": name, "entry": idx})
+    return arrays
+
+
+def add_file(w: Writer, path: Path) -> tuple[list[int], str, dict]:
+    """Store one file; returns (parts, how it was split, safetensors metadata)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            return add_npy(w, f, 0, size, path.stem), "npy", {}
+        if suffix == ".npz":
+            parts = add_npz(w, f, size)
+            if parts is not None:
+                return parts, "npz", {}
+        if suffix == ".safetensors" or suffix not in {".npz", ".npy"}:
+            st = add_safetensors(w, f, size)
+            if st is not None:
+                return st[0], "safetensors", st[1]
+        return [_blob_range(w, f, 0, size)], "raw", {}
+
+
+def walk_folder(root: Path) -> list[Path]:
+    """Files under root in a stable order; symlinks are followed, hidden files kept."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        out += [Path(dirpath) / n for n in sorted(filenames)]
+    return out
