@@ -59,9 +59,10 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = "default",
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or directory")
-    dst = Path(dst) if dst is not None else src.with_name(src.name + ".wz")
-    if dst.resolve() == src.resolve():
-        raise ValueError("output would overwrite the input")
+    src_abs = src.resolve()
+    dst = Path(dst) if dst is not None else src_abs.with_name(src_abs.name + ".wz")
+    if dst.resolve() == src_abs or (src.is_dir() and src_abs in dst.resolve().parents):
+        raise ValueError("the output must not be the input or lie inside the input folder")
     with _bar(_source_size(src), f"pack {src.name}", progress) as bar, \
             atomic_path(dst, overwrite) as tmp, builtins.open(tmp, "wb") as f:
         w = Writer(f, level, threads, on_bytes=bar.update)
@@ -71,10 +72,10 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = "default",
             for p in inputs.walk_folder(src):
                 parts, how, meta = inputs.add_file(w, p)
                 files.append({"path": p.relative_to(src).as_posix(), "parts": parts, "as": how})
-        elif src.suffix.lower() in inputs.TORCH_SUFFIXES and not _is_safetensors(src):
-            source = {"kind": "torch", "tree": torch_io.add_checkpoint(w, src)}
-        elif src.suffix.lower() == ".npz" and _npz_deflated(src):
-            source = {"kind": "npz-arrays", "arrays": inputs.add_npz_arrays(w, src)}
+        elif (obj := _checkpoint(src)) is not None:
+            source = {"kind": "torch", "tree": torch_io.add_checkpoint(w, obj)}
+        elif (arrays := _npz_arrays(w, src)) is not None:
+            source = {"kind": "npz-arrays", "arrays": arrays}
         else:
             parts, how, metadata = inputs.add_file(w, src)
             source = {"kind": how}
@@ -88,13 +89,26 @@ def _is_safetensors(p: Path) -> bool:
         return inputs.safetensors_layout(f, p.stat().st_size) is not None
 
 
-def _npz_deflated(p: Path) -> bool:
+def _checkpoint(p: Path) -> Any | None:
+    """A torch checkpoint's objects, or None (not a torch suffix, safetensors, or refused)."""
+    if p.suffix.lower() not in inputs.TORCH_SUFFIXES or _is_safetensors(p):
+        return None
+    return torch_io.load_checkpoint(p)
+
+
+def _npz_arrays(w: Writer, p: Path) -> list[dict] | None:
+    """Arrays of a deflated .npz (np.savez_compressed), stored tensor-exact; None otherwise
+    (not .npz, uncompressed members that split byte-exact, or unreadable: stored as bytes)."""
     import zipfile
+    if p.suffix.lower() != ".npz":
+        return None
     try:
         with zipfile.ZipFile(p) as z:
-            return any(i.compress_type != zipfile.ZIP_STORED for i in z.infolist())
-    except zipfile.BadZipFile:
-        return False
+            if all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist()):
+                return None
+        return inputs.add_npz_arrays(w, p)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return None
 
 
 def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = None,
@@ -114,10 +128,11 @@ def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = Non
         total = sum(e.nbytes for e in r.entries)
         with _bar(total, f"unpack {src.name}", progress) as bar, atomic_path(dst, overwrite) as tmp:
             if kind == "torch":
-                obj = torch_io.rebuild(r.source["tree"], lambda i: _tensor(r, i, "torch", threads))
+                obj = _from_index(lambda: torch_io.rebuild(
+                    r.source["tree"], lambda i: _tensor(r, _entry_index(r, i), "torch", threads)))
                 torch_io.save_checkpoint(obj, tmp)
             elif kind == "npz-arrays":
-                arrays = {a["name"]: _tensor(r, a["entry"], "numpy", threads) for a in r.source["arrays"]}
+                arrays = _from_index(lambda: {a["name"]: _npz_array(r, a, threads) for a in r.source["arrays"]})
                 with builtins.open(tmp, "wb") as fo:  # a file object: numpy adds no suffix
                     np.savez_compressed(fo, **arrays)
             elif kind == "folder":
@@ -131,6 +146,29 @@ def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = Non
                     raise FormatError("corrupt index: expected exactly one file")
                 _write_parts(r, r.files[0]["parts"], tmp, threads, bar)
     return dst
+
+
+def _from_index(build):
+    """Run a rebuild step driven by the index; a malformed index is a FormatError."""
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(f"corrupt index ({type(e).__name__}: {e})") from None
+
+
+def _entry_index(r: Reader, i: Any) -> int:
+    if type(i) is not int or not 0 <= i < len(r.entries) or r.entries[i].kind != "tensor":
+        raise FormatError("corrupt index (bad tensor reference)")
+    return i
+
+
+def _npz_array(r: Reader, a: dict, threads: int | None) -> np.ndarray:
+    x = _tensor(r, _entry_index(r, a["entry"]), "numpy", threads)
+    if "npdtype" in a:  # stored as bytes: reinterpret
+        x = x.view(np.dtype(a["npdtype"])).reshape(a["shape"])
+    return x
 
 
 def _safe_join(root: Path, rel: str) -> Path:

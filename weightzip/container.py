@@ -31,6 +31,7 @@ FOOTER = struct.Struct("<QQQ8s")
 CHUNK_RECORD = np.dtype([("csize", "<u4"), ("hash", "<u4")])
 INDEX_HEAD = struct.Struct("<III")
 MAX_JSON = 256 << 20
+JSON_EXPANSION = 64  # writers keep json_len <= 64 * coded_len + 4096; readers enforce it
 LEVELS = {"fast": 0, "default": 1, "max": 2}
 CHUNK_BYTES = 1 << 20  # 1 MiB: enough symbols to amortise tables, small enough to parallelise
 MAX_CHUNK_BYTES = 16 << 20  # readers refuse larger chunks: bounds what one record can claim
@@ -121,6 +122,8 @@ class Writer:
         }
         js = json.dumps(index, separators=(",", ":")).encode()
         coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS["default"], 0, 1)
+        if len(js) > JSON_EXPANSION * coded.size + 4096:  # keep the reader's bomb check valid
+            coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS["default"], 0, 1, 0)
         table = np.concatenate(self.tables) if self.tables else np.empty(0, CHUNK_RECORD)
         blob = INDEX_HEAD.pack(len(js), coded.size, int(tab[0, 2])) + coded.tobytes() + table.tobytes()
         self.f.write(blob)
@@ -173,9 +176,12 @@ class Reader:
         blob = f.read(ilen)
         if len(blob) != ilen or _C.xxh64(blob) != ihash:
             raise ChecksumError("index checksum mismatch (file is corrupt)")
+        if ilen < INDEX_HEAD.size:
+            raise FormatError("corrupt index (too short)")
         jlen, clen, jhash = INDEX_HEAD.unpack_from(blob)
         tstart = INDEX_HEAD.size + clen
-        if jlen > MAX_JSON or tstart > ilen or (ilen - tstart) % CHUNK_RECORD.itemsize:
+        if jlen > min(MAX_JSON, JSON_EXPANSION * clen + 4096) or tstart > ilen or \
+                (ilen - tstart) % CHUNK_RECORD.itemsize:
             raise FormatError("corrupt index sizes")
         js = np.empty(jlen, np.uint8)
         tab = np.array([[0, clen, jlen, jhash]], np.uint64)
@@ -201,25 +207,32 @@ class Reader:
             self.entries = [self._entry(e) for e in index["entries"]]
             if self._next_chunk != len(self.table):
                 raise FormatError("corrupt index (unclaimed chunks)")
+            if int(index["nchunks"]) != len(self.table):
+                raise FormatError("corrupt index (chunk count)")
             for fdesc in self.files:
                 if not isinstance(fdesc["path"], str) or any(
                         not isinstance(i, int) or not 0 <= i < len(self.entries) for i in fdesc["parts"]):
                     raise FormatError("corrupt file list")
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             if isinstance(e, FormatError):
                 raise
             raise FormatError(f"corrupt index ({type(e).__name__}: {e})") from None
-        if int(index["nchunks"]) != len(self.table):
-            raise FormatError("corrupt index (chunk count)")
         ends = PREAMBLE.size + np.cumsum(self.table["csize"], dtype=np.uint64)
         if (ends[-1] if len(ends) else PREAMBLE.size) != self.payload_end:
             raise FormatError("corrupt chunk table (sizes do not match the file)")
         self.offset = ends - self.table["csize"]
-        self.tensors = {e.name: i for i, e in enumerate(self.entries) if e.kind == "tensor"}
+        owner = {i: fd["path"] for fd in self.files for i in fd["parts"]}
+        names = [e.name for e in self.entries if e.kind == "tensor"]
+        dup = {n for n in names if names.count(n) > 1} if len(set(names)) != len(names) else set()
+        # Tensor names repeat across the files of a folder (checkpoint series): qualify them.
+        self.tensors = {(f"{owner.get(i, '')}:{e.name}" if e.name in dup else e.name): i
+                        for i, e in enumerate(self.entries) if e.kind == "tensor"}
 
     def _entry(self, d: dict) -> Entry:
         first, count = (int(x) for x in d["chunks"])
         nbytes = int(d["nbytes"])
+        if nbytes < 0:
+            raise FormatError("corrupt index (negative size)")
         # Entries tile the chunk table in order; every chunk is full but an entry's last.
         if first != self._next_chunk or count != -(-nbytes // self.chunk_bytes) or \
                 first + count > len(self.table):

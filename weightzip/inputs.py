@@ -56,8 +56,10 @@ def safetensors_layout(f: BinaryIO, size: int) -> tuple[int, list[tuple], dict] 
         if name == "__metadata__":
             continue
         try:
-            dtype, shape, (begin, end) = t["dtype"], tuple(int(s) for s in t["shape"]), t["data_offsets"]
+            dtype, shape, (begin, end) = t["dtype"], tuple(t["shape"]), t["data_offsets"]
         except (TypeError, KeyError, ValueError):
+            return None
+        if not all(type(v) is int for v in (begin, end, *shape)) or not isinstance(dtype, str):
             return None
         dt = BY_NAME.get(dtype)
         if dt is None or not (0 <= begin <= end <= data_len) or any(s < 0 for s in shape):
@@ -149,16 +151,19 @@ def add_npz(w: Writer, f: BinaryIO, size: int) -> list[int] | None:
 
 
 def add_npz_arrays(w: Writer, path: Path) -> list[dict]:
-    """Tensor-exact fallback for compressed .npz: arrays are stored, zip bytes are not."""
+    """Tensor-exact fallback for compressed .npz: arrays are stored, zip bytes are not.
+    Arrays of dtypes weightzip has no coder for (big-endian, complex...) are kept as bytes."""
     arrays = []
     with np.load(path, allow_pickle=False) as z:
-        for name in z.files:
-            a = np.ascontiguousarray(z[name])
-            dt = from_numpy(a.dtype)
-            if dt is None:
-                raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")
-            idx = w.add_tensor(name, dt, a.shape, iter([memoryview(a.reshape(-1).view(np.uint8))]))
-            arrays.append({"name": name, "entry": idx})
+        loaded = [(name, np.require(z[name], requirements="C")) for name in z.files]
+    for name, a in loaded:
+        dt = from_numpy(a.dtype)
+        flat = memoryview(a.reshape(-1).view(np.uint8))
+        if dt is None:
+            idx = w.add_tensor(name, BY_NAME["U8"], (a.nbytes,), iter([flat]))
+            arrays.append({"name": name, "entry": idx, "npdtype": a.dtype.str, "shape": list(a.shape)})
+        else:
+            arrays.append({"name": name, "entry": w.add_tensor(name, dt, a.shape, iter([flat]))})
     return arrays
 
 
@@ -181,9 +186,15 @@ def add_file(w: Writer, path: Path) -> tuple[list[int], str, dict]:
 
 
 def walk_folder(root: Path) -> list[Path]:
-    """Files under root in a stable order; symlinks are followed, hidden files kept."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    """Files under root in a stable order; symlinks are followed (each real folder once),
+    hidden files kept. Links are restored as regular files and folders."""
+    out, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
-        out += [Path(dirpath) / n for n in sorted(filenames)]
+        out += [Path(dirpath) / n for n in sorted(filenames) if os.path.isfile(Path(dirpath) / n)]
     return out

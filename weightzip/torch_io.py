@@ -7,6 +7,7 @@ views and tensor subclasses such as nn.Parameter are not preserved).
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,29 @@ def _plain(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def add_checkpoint(w: Writer, path: Path) -> Any:
-    """Store every tensor of a torch checkpoint; returns the JSON tree that rebuilds it."""
-    torch = _torch()
+def load_checkpoint(path: Path) -> Any | None:
+    """The checkpoint's object tree, or None if weights_only loading refuses the file (not a
+    checkpoint, a pickled module, exotic types): the caller then stores it as plain bytes."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) checkpoints cannot be memory-mapped
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        torch = _torch()
+    except ImportError:
+        warnings.warn(f"{path}: torch is not installed, storing the file as plain bytes")
+        return None
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) checkpoints cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        add_checkpoint(None, obj)  # dry run: refuse unsupported content before writing
+        return obj
+    except Exception:  # noqa: BLE001 - any refusal means "not a plain checkpoint"
+        return None
+
+
+def add_checkpoint(w: Writer | None, obj: Any) -> Any:
+    """Store every tensor of a loaded checkpoint (w=None: only validate); returns the JSON
+    tree that rebuilds it."""
+    torch = _torch()
 
     def walk(o: Any, name: str) -> Any:
         if isinstance(o, torch.Tensor):
@@ -44,6 +61,8 @@ def add_checkpoint(w: Writer, path: Path) -> Any:
             dt = from_torch(o.dtype)
             if dt is None:
                 raise ValueError(f"{name}: unsupported dtype {o.dtype}")
+            if w is None:
+                return None
             flat = o.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
             return {"__tensor__": w.add_tensor(name, dt, tuple(o.shape), iter([memoryview(flat)]))}
         if isinstance(o, dict):
@@ -70,8 +89,10 @@ def add_checkpoint(w: Writer, path: Path) -> Any:
 def to_tensor(raw: np.ndarray, dtype: str, shape: tuple[int, ...]):
     """uint8 buffer -> torch tensor of the stored dtype and shape (shares memory)."""
     torch = _torch()
-    t = torch.from_numpy(raw)
-    return t.view(getattr(torch, by_name(dtype).torch)).reshape(shape)
+    tdtype = getattr(torch, by_name(dtype).torch)
+    if raw.size == 0:  # torch cannot reinterpret an empty byte tensor
+        return torch.empty(shape, dtype=tdtype)
+    return torch.from_numpy(raw).view(tdtype).reshape(shape)
 
 
 def rebuild(tree: Any, tensor: Any) -> Any:
