@@ -59,6 +59,14 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _weightzip_version() -> str:
+    try:
+        import weightzip
+        return str(getattr(weightzip, "__version__", None) or _version("weightzip"))
+    except Exception as e:  # not importable: say so instead of failing the report
+        return f"unavailable ({type(e).__name__})"
+
+
 def machine_info() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -79,7 +87,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu, "cores": os.cpu_count(), "ram_gb": round(ram_gb, 1),
         "platform": platform.platform(), "python": platform.python_version(),
         "numpy": np.__version__, "zipnn": _version("zipnn"), "zstandard": _version("zstandard"),
-        "torch": _version("torch"), "weightzip": _version("weightzip"),
+        "torch": _version("torch"), "weightzip": _weightzip_version(),
     }
     try:
         import zstandard

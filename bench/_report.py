@@ -32,10 +32,11 @@ NOTES = """\
   parent's high-water mark into a child's ru_maxrss at exec (both are in the JSON).  `anon` is
   the sampled (5 ms) peak of RssAnon: heap only, without mmapped file pages.
 - Entropy bound: order-0 entropy per byte plane after moving the float sign bit next to the
-  mantissa (the top byte is the exponent for BF16/FP32), one histogram per tensor and plane
-  (`per tensor`) or per dtype and plane for the whole file (`global`); non-tensor bytes
-  counted at 8 bits/byte.  Chunk-adaptive coders can beat `global` slightly; context models
-  can beat both.
+  mantissa (the top byte is the exponent for BF16/FP32), with one histogram per tensor and
+  plane (`bound/tensor`), per 256 KiB chunk of a tensor and plane (`bound/256K`, the bound
+  for ZipNN-style chunked coders) or per dtype and plane for the whole file (`bound/global`);
+  table costs ignored, non-tensor bytes counted at 8 bits/byte.  Context models can beat
+  all three.
 - Roundtrip: sha256 of every decompressed output against the original.  For torch
   checkpoints (.pt) a re-serialised file whose tensors are bitwise equal (torch.load of both)
   is reported as "tensors equal (bytes differ)" instead of a mismatch.
@@ -84,12 +85,12 @@ def render_markdown(p: dict[str, Any]) -> list[str]:
 
     # ---- size summary
     L += ["## Compressed size (% of original, lower is better)", ""]
-    hdr = ["dataset", "dtype", "MB", "bound/tensor", "bound/global", *methods]
+    hdr = ["dataset", "dtype", "MB", "bound/tensor", "bound/256K", "bound/global", *methods]
     rows = []
     for d in p["datasets"]:
         e = d["entropy"]
         row = [d["name"], d["dtype"], fmt(d["size"] / MB, 2), fmt(e["per_tensor_pct"], 2),
-               fmt(e["global_pct"], 2)]
+               fmt(e.get("per_chunk_pct"), 2), fmt(e["global_pct"], 2)]
         for m in methods:
             r = cell.get((d["name"], m))
             row.append("n/a" if r is None else ("ERR" if not _ok(r) else fmt(r["size_pct"], 2)))
@@ -136,8 +137,9 @@ def render_markdown(p: dict[str, Any]) -> list[str]:
         ref = _ref(rs)
         L += [f"### {d['name']} ({d['dtype']}, {d['size'] / MB:.2f} MB)", "",
               f"`{d['path']}` -- {d['source']}; sha256 `{d['sha256'][:16]}...`; best of >= {d['reps']} runs", "",
-              f"Order-0 bound: **{e['per_tensor_pct']:.2f}%** per tensor, {e['global_pct']:.2f}% "
-              f"global ({e['per_tensor_no_sign_move_pct']:.2f}% per tensor without moving the "
+              f"Order-0 bound: **{e['per_tensor_pct']:.2f}%** per tensor, {e['per_chunk_pct']:.2f}% "
+              f"per 256 KiB chunk, {e['global_pct']:.2f}% global "
+              f"({e['per_tensor_no_sign_move_pct']:.2f}% per tensor without moving the "
               f"sign bit); {e['non_tensor_bytes']} non-tensor bytes. zipnn ref: "
               f"`{ref['method'] if ref else '-'}`.", ""]
         rows = []

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             orig_sha = sha256_file(ds.path)
             ent = entropy_bound(ds.path)
             print(f"   order-0 byte-plane entropy bound: {ent['per_tensor_pct']:.2f}% per tensor, "
-                  f"{ent['global_pct']:.2f}% global", flush=True)
+                  f"{ent['per_chunk_pct']:.2f}% per 256 KiB chunk, {ent['global_pct']:.2f}% global",
+                  flush=True)
             ds_info.append({"name": ds.name, "path": str(ds.path), "size": size, "dtype": ds.dtype,
                             "source": ds.source, "sha256": orig_sha, "entropy": ent,
                             "reps": 1 if ds.large else args.reps})
