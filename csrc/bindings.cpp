@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdlib>
 #include <memory>
 
 #include "chunk.hpp"
@@ -36,11 +37,10 @@ View contiguous(const py::buffer_info& info, const char* what) {
 
 uint64_t checksum(const uint8_t* p, size_t n) { return xxh64(p, n) & 0xffffffffu; }
 
-py::array_t<uint8_t> to_numpy(Bytes&& v) {
-  auto* owned = new Bytes(std::move(v));
-  py::capsule free_when_done(owned, [](void* p) { delete static_cast<Bytes*>(p); });
-  return py::array_t<uint8_t>({py::ssize_t(owned->size())}, {py::ssize_t(1)}, owned->data(),
-                              free_when_done);
+// A malloc'ed buffer handed to numpy, which frees it with the array.
+py::array_t<uint8_t> to_numpy(uint8_t* p, size_t n) {
+  py::capsule free_when_done(p, [](void* q) { std::free(q); });
+  return py::array_t<uint8_t>({py::ssize_t(n)}, {py::ssize_t(1)}, p, free_when_done);
 }
 
 ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int force) {
@@ -67,31 +67,41 @@ py::tuple encode_chunks(py::buffer data, int itemsize, int transform, uint64_t c
     throw std::invalid_argument("chunk_bytes must be a positive multiple of the item size");
   if (in.size % size_t(itemsize)) throw std::invalid_argument("data is not whole elements");
   const size_t nchunks = (in.size + chunk_bytes - 1) / chunk_bytes;
-  std::vector<Bytes> outs(nchunks);
   py::array_t<uint64_t> table({py::ssize_t(nchunks), py::ssize_t(3)});
   uint64_t* tab = table.mutable_data();
-  Bytes payload;
+  // Chunks are coded straight into one buffer: no per-chunk allocations, no zero-filled
+  // pages. One worker writes them back to back; several write each at the offset its bound
+  // allows, and the chunks are packed together afterwards.
+  std::vector<size_t> at(nchunks + 1, 0);
+  for (size_t i = 0; i < nchunks; ++i)
+    at[i + 1] = at[i] + chunk_bound(std::min<size_t>(chunk_bytes, in.size - i * chunk_bytes), spec);
+  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
+      static_cast<uint8_t*>(std::malloc(std::max<size_t>(at[nchunks], 1))), &std::free);
+  if (!buf) throw std::bad_alloc();
+  size_t total = 0;
   {
     py::gil_scoped_release nogil;
     const int nw = resolve_threads(threads);
+    const bool serial = std::min(size_t(nw), nchunks) <= 1;  // parallel_for runs in order
     std::vector<Scratch> scratch(size_t(std::max(1, nw)));
     parallel_for(nchunks, threads, [&](size_t i, int w) {
       const size_t off = i * chunk_bytes;
       const size_t len = std::min<size_t>(chunk_bytes, in.size - off);
-      encode_chunk(in.ptr + off, len, spec, outs[i], scratch[size_t(w)]);
-      tab[3 * i + 0] = outs[i].size();
+      uint8_t* out = buf.get() + (serial ? total : at[i]);
+      const size_t csize = encode_chunk(in.ptr + off, len, spec, out, scratch[size_t(w)]);
+      if (serial) total += csize;
+      tab[3 * i + 0] = csize;
       tab[3 * i + 1] = len;
       tab[3 * i + 2] = checksum(in.ptr + off, len);
     });
-    size_t total = 0;
-    for (auto& o : outs) total += o.size();
-    payload.reserve(total);
-    for (auto& o : outs) {
-      payload.insert(payload.end(), o.begin(), o.end());
-      Bytes().swap(o);
+    for (size_t i = 0; i < nchunks && !serial; ++i) {
+      std::memmove(buf.get() + total, buf.get() + at[i], tab[3 * i]);
+      total += tab[3 * i];
     }
   }
-  return py::make_tuple(to_numpy(std::move(payload)), table);
+  uint8_t* p = buf.release();
+  if (auto* q = static_cast<uint8_t*>(std::realloc(p, std::max<size_t>(total, 1)))) p = q;
+  return py::make_tuple(to_numpy(p, total), table);
 }
 
 // table: uint64[n, 4] = offset into payload, csize, rsize, checksum.
@@ -160,4 +170,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("verify") = true);
   m.def("xxh64", &hash_buffer, py::arg("data"));
   m.def("zstd_available", &zstd::available);
+  m.def("stream_count", [](int transform, int itemsize) {
+    return transform_width(Transform(transform), itemsize);
+  }, py::arg("transform"), py::arg("itemsize"));
 }

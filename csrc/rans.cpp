@@ -1,275 +1,250 @@
 #include "rans.hpp"
 
 #include <algorithm>
-#include <cmath>
+
+#include "rans_model.hpp"
 
 namespace wz::rans {
 
 namespace {
 
-constexpr int kStates = 8;                 // interleaved states (power of two)
-constexpr uint64_t kL = 1ULL << 31;        // lower bound of the state interval [L, 2^63)
-constexpr size_t kStateBytes = kStates * 8;
+constexpr uint32_t kL = 1u << 16;  // states live in [kL, 2^32)
 
 inline uint64_t mulhi64(uint64_t a, uint64_t b) {
   return uint64_t((static_cast<unsigned __int128>(a) * b) >> 64);
 }
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
 
-// Encoder-side symbol: division replaced by a multiply with a 64-bit reciprocal
-// (Alverson / ryg_rans), exact for states below 2^63.
+// Encoder-side symbol: x / freq as the high half of x * rcp_freq with
+// rcp_freq = ceil(2^64 / freq). The product overshoots x / freq by less than 2^-32 while
+// the fraction of x / freq is at most 1 - 1 / freq, so the quotient is exact for x < 2^32.
+// freq == 1 takes rcp = 2^64 - 1, i.e. q = x - 1, with the missing 1 folded into the bias.
 struct EncSym {
-  uint64_t x_max;
   uint64_t rcp_freq;
-  uint32_t bias;
-  uint32_t cmpl_freq;
-  uint32_t rcp_shift;
+  uint32_t x_max, bias, cmpl_freq;
 };
 
 void make_enc_sym(EncSym& e, uint32_t start, uint32_t freq, int scale) {
   const uint32_t M = 1u << scale;
-  e.x_max = ((kL >> scale) << 32) * freq;
+  e.x_max = freq << (32 - scale);  // states at or above it shed 16 bits first
   e.cmpl_freq = M - freq;
-  if (freq < 2) {
-    // q = x - 1 for freq == 1, folded into the bias.
-    e.rcp_freq = ~0ULL;
-    e.rcp_shift = 0;
-    e.bias = start + M - 1;
-  } else {
-    uint32_t shift = 0;
-    while (freq > (1u << shift)) shift++;
-    // rcp = ceil(2^(shift + 63) / freq), computed in two 64-bit halves.
-    uint64_t x0 = freq - 1;
-    uint64_t x1 = 1ULL << (shift + 31);
-    uint64_t t1 = x1 / freq;
-    x0 += (x1 % freq) << 32;
-    uint64_t t0 = x0 / freq;
-    e.rcp_freq = t0 + (t1 << 32);
-    e.rcp_shift = shift - 1;
-    e.bias = start;
-  }
+  e.rcp_freq = freq < 2 ? ~0ULL : uint64_t(((unsigned __int128)1 << 64) / freq) + 1;
+  e.bias = freq < 2 ? start + M - 1 : start;
 }
 
-size_t varint_len(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
+// Decode whole groups of kLanes symbols without bounds checks (see GroupKernel). The state
+// is copied to locals: stores through out (bytes) could alias anything reached through s.
+template <Source S, bool Wide>
+size_t groups_scalar(Decoder::State& s, uint8_t* out, size_t count, const uint8_t* side) {
+  const uint32_t* tab = s.tab;
+  const uint8_t* syms = s.sym;
+  const uint32_t mask = (1u << s.scale) - 1;
+  const int scale = s.scale;
+  uint32_t ctx_off[256], x[kLanes], prev[kLanes];
+  std::memcpy(ctx_off, s.ctx_off, sizeof ctx_off);
+  std::memcpy(x, s.x, sizeof x);
+  std::memcpy(prev, s.prev, sizeof prev);
+  const uint8_t* p = s.p;
+  const uint8_t* const end = s.end;
+  size_t i = 0;
+  for (; count - i >= kLanes && size_t(end - p) >= 2 * kLanes; i += kLanes) {
+    const uint32_t pos_off = S == Source::kPos ? ctx_off[s.ctx.pos_ref(s.pos + i)] : 0;
+    for (int j = 0; j < kLanes; ++j) {
+      uint32_t idx = (x[j] & mask) | pos_off;
+      if (S == Source::kPrev) idx |= ctx_off[prev[j]];
+      if (S == Source::kSide) idx |= ctx_off[side[i + size_t(j)]];
+      const uint32_t e = tab[idx];
+      const uint8_t sym = Wide ? syms[idx] : uint8_t(e >> 12);
+      out[i + size_t(j)] = sym;
+      prev[j] = sym;
+      const uint32_t xs = Wide ? (e >> 16) * (x[j] >> scale) + (e & 0xffff)
+                               : (e >> 20) * (x[j] >> scale) + (e & 0xfff);
+      // Branch-free renormalisation: whether a state takes a word is unpredictable.
+      const uint32_t renorm = xs < kL;
+      x[j] = (xs << (renorm << 4)) | (load_u16(p) & (0u - renorm));
+      p += renorm << 1;
+    }
   }
-  return n;
+  std::memcpy(s.x, x, sizeof x);
+  std::memcpy(s.prev, prev, sizeof prev);
+  s.p = p;
+  return i;
 }
 
-size_t table_size(const uint32_t freq[256]) {
-  size_t t = 2;
-  for (int s = 0; s < 256; ++s)
-    if (freq[s]) t += 1 + varint_len(freq[s]);
-  return t;
+size_t groups_scalar_any(Decoder::State& s, uint8_t* out, size_t count, const uint8_t* side) {
+  if (s.sym) return groups_scalar<Source::kNone, true>(s, out, count, side);
+  switch (s.ctx.src) {
+    case Source::kNone:
+      return groups_scalar<Source::kNone, false>(s, out, count, side);
+    case Source::kPrev:
+      return groups_scalar<Source::kPrev, false>(s, out, count, side);
+    case Source::kSide:
+      return groups_scalar<Source::kSide, false>(s, out, count, side);
+    case Source::kPos:
+      return groups_scalar<Source::kPos, false>(s, out, count, side);
+  }
+  return 0;
+}
+
+// Encode one symbol into state x, storing the shed word at ptr[-1] unconditionally (the
+// pointer moves only when it is kept: no unpredictable branch).
+inline void put_symbol(const EncSym& e, uint32_t& x, uint16_t*& ptr) {
+  uint32_t xs = x;
+  const bool out = xs >= e.x_max;
+  ptr[-1] = uint16_t(xs);
+  ptr -= out;
+  xs = out ? xs >> 16 : xs;
+  const uint32_t q = uint32_t(mulhi64(xs, e.rcp_freq));
+  x = xs + e.bias + q * e.cmpl_freq;
+}
+
+// Encode in[lo, n) backwards (lo a multiple of kLanes) into the words ending at ptr and the
+// states x; tab(i) gives the symbol table of symbol i. Whole groups run with fixed lanes.
+template <class Tab>
+uint16_t* encode_symbols(const uint8_t* in, size_t lo, size_t n, Tab tab, uint16_t* ptr,
+                         uint32_t* x) {
+  size_t i = n;
+  for (; i % kLanes; --i) put_symbol(tab(i - 1)[in[i - 1]], x[(i - 1) % kLanes], ptr);
+  for (; i > lo; i -= kLanes) {
+    const size_t g = i - kLanes;
+    for (size_t j = kLanes; j-- > 0;) put_symbol(tab(g + j)[in[g + j]], x[j], ptr);
+  }
+  return ptr;
 }
 
 }  // namespace
 
-void histogram(const uint8_t* in, size_t n, uint32_t hist[256]) {
-  uint32_t h[4][256] = {};
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    h[0][in[i]]++;
-    h[1][in[i + 1]]++;
-    h[2][in[i + 2]]++;
-    h[3][in[i + 3]]++;
-  }
-  for (; i < n; ++i) h[0][in[i]]++;
-  for (int s = 0; s < 256; ++s) hist[s] = h[0][s] + h[1][s] + h[2][s] + h[3][s];
-}
-
-void normalize(const uint32_t hist[256], size_t n, int scale, uint32_t freq[256]) {
-  const uint64_t M = 1ULL << scale;
-  int64_t sum = 0;
-  for (int s = 0; s < 256; ++s) {
-    freq[s] = 0;
-    if (!hist[s]) continue;
-    uint64_t f = (uint64_t(hist[s]) * M + n / 2) / n;
-    freq[s] = uint32_t(f ? f : 1);
-    sum += freq[s];
-  }
-  // Fix the rounding error one unit at a time where it costs least (<= 256 steps).
-  while (sum != int64_t(M)) {
-    int best = -1;
-    double best_cost = 0;
+bool encode(const uint8_t* in, size_t n, const uint8_t* side, const Model& m, Bytes& out,
+            size_t cap) {
+  const Context& c = m.ctx;
+  EncSym es[kMaxCtx][256];
+  uint32_t fs[kMaxCtx * 256];
+  for (int k = 0; k < c.n; ++k) {
+    uint32_t start = 0;
     for (int s = 0; s < 256; ++s) {
-      if (!hist[s]) continue;
-      double f = freq[s];
-      if (sum > int64_t(M)) {
-        if (freq[s] <= 1) continue;
-        double cost = hist[s] * std::log2(f / (f - 1));  // bits lost by f -> f-1
-        if (best < 0 || cost < best_cost) best = s, best_cost = cost;
-      } else {
-        double gain = hist[s] * std::log2((f + 1) / f);  // bits saved by f -> f+1
-        if (best < 0 || gain > best_cost) best = s, best_cost = gain;
+      fs[k * 256 + s] = m.freq[k][s] | start << 16;
+      if (m.freq[k][s]) {
+        make_enc_sym(es[k][s], start, m.freq[k][s], m.scale);
+        start += m.freq[k][s];
       }
     }
-    if (sum > int64_t(M)) {
-      freq[best]--;
-      sum--;
-    } else {
-      freq[best]++;
-      sum++;
-    }
   }
-}
-
-size_t estimate_size(const uint32_t hist[256], const uint32_t freq[256], int scale) {
-  double bits = 0;
-  for (int s = 0; s < 256; ++s)
-    if (hist[s]) bits += double(hist[s]) * (scale - std::log2(double(freq[s])));
-  // Each state carries ~31 bits of the final flush beyond the ideal code length.
-  return table_size(freq) + kStateBytes + size_t(bits / 8) + 4;
-}
-
-int best_scale(const uint32_t hist[256], size_t n, uint32_t freq_out[256], size_t* size_out) {
-  int nsym = 0;
-  for (int s = 0; s < 256; ++s) nsym += hist[s] != 0;
-  int best = -1;
-  size_t best_size = 0;
-  uint32_t f[256];
-  // 12 bits keeps the decode table in L1; 14 bits pays off for long-tailed streams.
-  for (int scale : {12, 14}) {
-    if ((1 << scale) < nsym) continue;
-    normalize(hist, n, scale, f);
-    size_t sz = estimate_size(hist, f, scale);
-    // Prefer the smaller table unless the larger one saves more than 0.05%.
-    if (best < 0 || sz + sz / 2000 < best_size) {
-      best = scale;
-      best_size = sz;
-      std::memcpy(freq_out, f, sizeof f);
-    }
-  }
-  if (best < 0) {  // > 4096 symbols is impossible for bytes, kept for safety
-    best = kMaxScale;
-    normalize(hist, n, best, freq_out);
-    best_size = estimate_size(hist, freq_out, best);
-  }
-  *size_out = best_size;
-  return best;
-}
-
-bool encode(const uint8_t* in, size_t n, const uint32_t freq[256], int scale, Bytes& out,
-            size_t cap) {
-  EncSym es[256];
-  uint8_t present[256];
-  int nsym = 0;
-  uint32_t start = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (!freq[s]) continue;
-    make_enc_sym(es[s], start, freq[s], scale);
-    start += freq[s];
-    present[nsym++] = uint8_t(s);
-  }
-  const size_t header = table_size(freq);
-  cap = std::min(cap, header + kStateBytes + 4 * n);  // at most one word per symbol
-  if (cap < header + kStateBytes) return false;
-  const size_t max_words = (cap - header - kStateBytes) / 4;
-  std::vector<uint32_t> words(max_words + 1);
-  uint32_t* const lo = words.data();
-  uint32_t* ptr = lo + words.size();
-
-  uint64_t x[kStates];
-  for (auto& v : x) v = kL;
-  // Symbols are encoded in reverse so that the decoder reads forward.
-  for (size_t i = n; i-- > 0;) {
-    const EncSym& e = es[in[i]];
-    uint64_t xs = x[i & (kStates - 1)];
-    if (xs >= e.x_max) {
-      if (ptr == lo) return false;
-      *--ptr = uint32_t(xs);
-      xs >>= 32;
-    }
-    uint64_t q = mulhi64(xs, e.rcp_freq) >> e.rcp_shift;
-    x[i & (kStates - 1)] = xs + e.bias + q * e.cmpl_freq;
-  }
-  const size_t nwords = size_t(lo + words.size() - ptr);
-  const size_t total = header + kStateBytes + 4 * nwords;
-  if (total > cap) return false;
+  // Symbol tables by reference byte (or segment, for kPos).
+  const EncSym* by_ref[256];
+  for (int v = 0; v < 256; ++v) by_ref[v] = es[c.src == Source::kNone ? 0 : c.of(uint32_t(v))];
 
   out.clear();
-  out.reserve(total);
-  put_u8(out, uint8_t(scale));
-  put_u8(out, uint8_t(nsym - 1));
-  for (int k = 0; k < nsym; ++k) put_u8(out, present[k]);
-  for (int k = 0; k < nsym; ++k) put_varint(out, freq[present[k]]);
-  size_t off = out.size();
+  put_model(m, out);
+  const size_t header = out.size() + 4 * kLanes;
+  // Reused per thread: steady-state encoding allocates nothing. One spare slot in front
+  // takes the dummy store of the last symbol.
+  thread_local std::vector<uint16_t> words;
+  if (words.size() < n + 1) words.resize(n + 1);
+  uint16_t* const end = words.data() + n + 1;
+  uint32_t x[kLanes];
+  for (auto& v : x) v = kL;
+  // Symbols are encoded in reverse so that the decoder reads forward. The SIMD encoder,
+  // where there is one, takes the whole groups after the scalar code did the last one.
+  static const EncodeKernel simd = simd_encoder();
+  const size_t lo = simd ? n - n % kLanes : 0;
+  uint16_t* ptr = end;
+  switch (c.src) {
+    case Source::kNone:
+      ptr = encode_symbols(in, lo, n, [&](size_t) { return es[0]; }, ptr, x);
+      break;
+    case Source::kPrev:
+      ptr = encode_symbols(
+          in, lo, n, [&](size_t i) { return by_ref[i >= kLanes ? in[i - kLanes] : 0]; }, ptr, x);
+      break;
+    case Source::kSide:
+      ptr = encode_symbols(in, lo, n, [&](size_t i) { return by_ref[side[i]]; }, ptr, x);
+      break;
+    case Source::kPos:
+      ptr = encode_symbols(in, lo, n, [&](size_t i) { return by_ref[c.pos_ref(i)]; }, ptr, x);
+      break;
+  }
+  if (simd) ptr = simd(EncTable{fs, c, m.scale}, in, lo, side, ptr, x);
+  const size_t nwords = size_t(end - ptr);
+  const size_t total = header + 2 * nwords;
+  if (total > cap) return false;
+  const size_t off = out.size();
   out.resize(total);
-  for (int j = 0; j < kStates; ++j) store_u64(&out[off + 8 * j], x[j]);
-  std::memcpy(&out[off + kStateBytes], ptr, 4 * nwords);
+  for (int j = 0; j < kLanes; ++j) store_u32(&out[off + 4 * size_t(j)], x[j]);
+  std::memcpy(&out[off + 4 * kLanes], ptr, 2 * nwords);
   return true;
 }
 
-void decode(const uint8_t* in, size_t len, uint8_t* out, size_t n) {
+Decoder::Decoder(const uint8_t* in, size_t len) {
   Reader r(in, len);
-  const int scale = r.u8();
-  if (scale < kMinScale || scale > kMaxScale) throw FormatError("rANS: bad scale");
-  const uint32_t M = 1u << scale;
-  const int nsym = int(r.u8()) + 1;
-  const uint8_t* syms = r.take(size_t(nsym));
-  for (int k = 1; k < nsym; ++k)
-    if (syms[k] <= syms[k - 1]) throw FormatError("rANS: bad symbol list");
-
-  // Slot tables: (freq << 16 | slot - start) and the symbol, one entry per slot.
-  std::vector<uint32_t> dec(M);
-  std::vector<uint8_t> sym(M);
-  uint32_t start = 0;
-  for (int k = 0; k < nsym; ++k) {
-    uint64_t f = r.varint();
-    if (f == 0 || f > M - start) throw FormatError("rANS: bad frequency table");
-    for (uint32_t b = 0; b < f; ++b) {
-      dec[start + b] = uint32_t(f << 16) | b;
-      sym[start + b] = syms[k];
-    }
-    start += uint32_t(f);
+  Model m;
+  get_model(r, m);
+  const uint32_t M = 1u << m.scale;
+  const bool wide = m.scale > kPackedScale;
+  tab_.resize(size_t(m.ctx.n) * M);
+  if (wide) sym_.resize(M + 3);  // + 3: SIMD decoders read symbols as 32-bit words
+  for (int k = 0; k < m.ctx.n; ++k) {
+    uint32_t* t = tab_.data() + size_t(k) * M;
+    uint32_t start = 0;
+    for (uint32_t s = 0; s < 256; ++s)
+      for (uint32_t f = m.freq[k][s], b = 0; b < f; ++b, ++start) {
+        t[start] = wide ? f << 16 | b : f << 20 | s << 12 | b;
+        if (wide) sym_[start] = uint8_t(s);
+      }
   }
-  if (start != M) throw FormatError("rANS: frequencies do not sum to the scale");
+  st_.tab = tab_.data();
+  st_.sym = wide ? sym_.data() : nullptr;
+  st_.scale = m.scale;
+  st_.ctx = m.ctx;
+  for (int v = 0; v < 256; ++v) st_.ctx_off[v] = uint32_t(m.ctx.of(uint32_t(v))) << m.scale;
+  const uint8_t* states = r.take(4 * kLanes);
+  for (int j = 0; j < kLanes; ++j) {
+    st_.x[j] = load_u32(states + 4 * j);
+    st_.prev[j] = 0;
+  }
+  st_.p = r.pos();
+  st_.end = st_.p + r.left();
+  st_.pos = 0;
+  if (r.left() % 2) throw FormatError("rANS: ragged word stream");
+}
 
-  const uint8_t* st = r.take(kStateBytes);
-  uint64_t x[kStates];
-  for (int j = 0; j < kStates; ++j) x[j] = load_u64(st + 8 * j);
-  const uint8_t* p = r.pos();
-  const uint8_t* const end = p + r.left();
-  if ((end - p) % 4) throw FormatError("rANS: ragged word stream");
-
-  const uint32_t mask = M - 1;
-  const uint32_t* dtab = dec.data();
-  const uint8_t* stab = sym.data();
+void Decoder::decode(uint8_t* out, size_t count, const uint8_t* side) {
+  static const GroupKernel simd = simd_kernel();
+  if (needs_side() && !side) throw FormatError("rANS: stream needs a side stream");
   size_t i = 0;
-  // Fast path: a group of 8 symbols reads at most 8 words, so no bounds checks inside.
-  while (i + kStates <= n && size_t(end - p) >= 4 * kStates) {
-    for (int j = 0; j < kStates; ++j) {
-      uint64_t xs = x[j];
-      uint32_t slot = uint32_t(xs) & mask;
-      uint32_t e = dtab[slot];
-      out[i + j] = stab[slot];
-      xs = uint64_t(e >> 16) * (xs >> scale) + (e & 0xffff);
-      uint64_t w = load_u32(p);
-      bool renorm = xs < kL;
-      x[j] = renorm ? (xs << 32) | w : xs;
-      p += renorm ? 4 : 0;
+  if (st_.pos % kLanes == 0) i = (simd ? simd : groups_scalar_any)(st_, out, count, side);
+  State& s = st_;
+  const uint32_t mask = (1u << s.scale) - 1;
+  for (; i < count; ++i) {  // the tail, one symbol at a time with every read checked
+    const size_t j = (s.pos + i) % kLanes;
+    uint32_t x = s.x[j];
+    uint32_t idx = x & mask;
+    if (s.ctx.src == Source::kPrev) idx |= s.ctx_off[s.prev[j]];
+    if (s.ctx.src == Source::kSide) idx |= s.ctx_off[side[i]];
+    if (s.ctx.src == Source::kPos) idx |= s.ctx_off[s.ctx.pos_ref(s.pos + i)];
+    const uint32_t e = s.tab[idx];
+    const uint8_t sym = s.sym ? s.sym[idx] : uint8_t(e >> 12);
+    out[i] = sym;
+    s.prev[j] = sym;
+    x = s.sym ? (e >> 16) * (x >> s.scale) + (e & 0xffff)
+              : (e >> 20) * (x >> s.scale) + (e & 0xfff);
+    if (x < kL) {
+      if (s.end - s.p < 2) throw FormatError("rANS: stream truncated");
+      x = (x << 16) | load_u16(s.p);
+      s.p += 2;
     }
-    i += kStates;
+    s.x[j] = x;
   }
-  for (; i < n; ++i) {
-    const int j = int(i & (kStates - 1));
-    uint64_t xs = x[j];
-    uint32_t slot = uint32_t(xs) & mask;
-    uint32_t e = dtab[slot];
-    out[i] = stab[slot];
-    xs = uint64_t(e >> 16) * (xs >> scale) + (e & 0xffff);
-    if (xs < kL) {
-      if (end - p < 4) throw FormatError("rANS: stream truncated");
-      xs = (xs << 32) | load_u32(p);
-      p += 4;
-    }
-    x[j] = xs;
-  }
-  if (p != end) throw FormatError("rANS: trailing data");
-  for (int j = 0; j < kStates; ++j)
-    if (x[j] != kL) throw FormatError("rANS: final state mismatch (corrupt stream)");
+  s.pos += count;
+}
+
+void Decoder::finish() const {
+  if (st_.p != st_.end) throw FormatError("rANS: trailing data");
+  for (int j = 0; j < kLanes; ++j)
+    if (st_.x[j] != kL) throw FormatError("rANS: final state mismatch (corrupt stream)");
 }
 
 }  // namespace wz::rans

@@ -132,10 +132,10 @@ def build_wz(payload: bytes, index, table: bytes, version: int = 1,
              json_bytes: bytes | None = None, index_blob: bytes | None = None) -> bytes:
     """A .wz file with a hand-made index; every checksum is made valid, so only the reader's
     own validation stands between the file and the decoders. The JSON is stored with the
-    'raw' stream method: chunk = u8 transform 0, u8 nstreams 1, u8 method 0, u32 len, body."""
+    stored chunk form: u8 0xFF, then the bytes."""
     if index_blob is None:
         js = json_bytes if json_bytes is not None else json.dumps(index).encode()
-        coded = bytes([0, 1, 0]) + struct.pack("<I", len(js)) + js
+        coded = b"\xff" + js
         index_blob = struct.pack("<III", len(js), len(coded), xxh64(js) & 0xFFFFFFFF) + coded + table
     ioff = PREAMBLE_SIZE + len(payload)
     return (MAGIC + struct.pack("<HHI", version, 0, 0) + payload + index_blob

@@ -302,14 +302,12 @@ class Reader:
     def chunk_methods(self, e: Entry) -> dict[str, int]:
         """How many streams of this entry each method coded (for `weightzip info`)."""
         counts: dict[str, int] = {}
-        for off, csize in zip(self.offset[e.first:e.first + e.count],
-                              self.table["csize"][e.first:e.first + e.count]):
+        k = _C.stream_count(self.dtype_of(e).transform, self.dtype_of(e).itemsize)
+        for off in self.offset[e.first:e.first + e.count]:
             self.f.seek(int(off))
-            head = self.f.read(int(min(csize, 2 + 5 * 16)))
-            if len(head) < 2:
-                continue
-            for s in range(min(head[1], (len(head) - 2) // 5)):
-                m = head[2 + 5 * s]
-                name = METHODS[m] if m < len(METHODS) else "?"
+            head = self.f.read(k)
+            names = ["stored"] if head[:1] == b"\xff" else \
+                [METHODS[m] if m < len(METHODS) else "?" for m in head]
+            for name in names:
                 counts[name] = counts.get(name, 0) + 1
         return counts
