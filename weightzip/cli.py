@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(d, indent=1)) if a.json else _print_info(d)
         else:
             print(inspect.verify(a.file, a.original, a.threads))
+        return 0
+    except BrokenPipeError:  # output piped into e.g. `head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (FormatError, ValueError, OSError, ImportError, KeyError) as e:
         msg = e.strerror + f": {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else e
