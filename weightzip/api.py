@@ -9,7 +9,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -19,7 +19,7 @@ from .container import Reader, Writer, slabs_of
 from .dtypes import by_name, from_numpy, from_torch
 from .errors import FormatError
 
-PathLike = str | os.PathLike
+PathLike = Union[str, os.PathLike]  # runtime alias: no `|` (Python 3.9)
 PROGRESS_MIN = 64 << 20  # show a progress bar from this many bytes on
 
 
