@@ -9,6 +9,7 @@
 
 #include "chunk.hpp"
 #include "parallel.hpp"
+#include "rans_indexed.hpp"
 #include "xxhash64.hpp"
 #include "zstd_dl.hpp"
 
@@ -147,6 +148,60 @@ uint64_t hash_buffer(py::buffer data) {
   return xxh64(v.ptr, v.size);
 }
 
+// ---- indexed-CDF rANS (learned codecs; CompressAI conventions, see rans_indexed.hpp) ----
+
+using I32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+rans_indexed::Tables indexed_tables(const I32Array& cdfs, const I32Array& lengths,
+                                    const I32Array& offsets) {
+  if (cdfs.ndim() != 2) throw std::invalid_argument("cdfs must be 2-D (n_cdfs, max_len)");
+  const py::ssize_t n_cdfs = cdfs.shape(0);
+  if (lengths.ndim() != 1 || lengths.shape(0) != n_cdfs)
+    throw std::invalid_argument("cdf_lengths must be 1-D with one entry per CDF table");
+  if (offsets.ndim() != 1 || offsets.shape(0) != n_cdfs)
+    throw std::invalid_argument("offsets must be 1-D with one entry per CDF table");
+  rans_indexed::Tables t;
+  t.cdfs = cdfs.data();
+  t.lengths = lengths.data();
+  t.offsets = offsets.data();
+  t.n_cdfs = size_t(n_cdfs);
+  t.max_len = size_t(cdfs.shape(1));
+  return t;
+}
+
+py::array_t<uint8_t> indexed_encode(const I32Array& symbols, const I32Array& indexes,
+                                    const I32Array& cdfs, const I32Array& cdf_lengths,
+                                    const I32Array& offsets) {
+  if (symbols.size() != indexes.size())
+    throw std::invalid_argument("symbols and indexes must have the same number of elements");
+  const rans_indexed::Tables t = indexed_tables(cdfs, cdf_lengths, offsets);
+  auto out = std::make_unique<Bytes>();
+  {
+    py::gil_scoped_release nogil;
+    *out = rans_indexed::encode(symbols.data(), indexes.data(), size_t(symbols.size()), t);
+  }
+  const py::ssize_t n = py::ssize_t(out->size());
+  uint8_t* p = out->data();
+  py::capsule owner(out.release(), [](void* q) { delete static_cast<Bytes*>(q); });
+  return py::array_t<uint8_t>({n}, {py::ssize_t(1)}, p, owner);
+}
+
+py::array_t<int32_t> indexed_decode(py::buffer payload, const I32Array& indexes,
+                                    const I32Array& cdfs, const I32Array& cdf_lengths,
+                                    const I32Array& offsets) {
+  py::buffer_info info = payload.request();
+  const View src = contiguous(info, "payload");
+  const rans_indexed::Tables t = indexed_tables(cdfs, cdf_lengths, offsets);
+  const size_t n = size_t(indexes.size());
+  py::array_t<int32_t> out{py::ssize_t(n)};
+  int32_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    rans_indexed::decode(src.ptr, src.size, indexes.data(), n, t, dst);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -173,4 +228,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("stream_count", [](int transform, int itemsize) {
     return transform_width(Transform(transform), itemsize);
   }, py::arg("transform"), py::arg("itemsize"));
+  m.def("indexed_encode", &indexed_encode, py::arg("symbols"), py::arg("indexes"),
+        py::arg("cdfs"), py::arg("cdf_lengths"), py::arg("offsets"),
+        "rANS-encode int32 symbols with CompressAI-style indexed CDF tables -> uint8 array");
+  m.def("indexed_decode", &indexed_decode, py::arg("payload"), py::arg("indexes"),
+        py::arg("cdfs"), py::arg("cdf_lengths"), py::arg("offsets"),
+        "Inverse of indexed_encode -> int32 array of indexes.size symbols");
 }

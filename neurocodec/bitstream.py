@@ -1,0 +1,162 @@
+"""The .nc container, shared by every neurocodec codec (image, audio, INR).
+
+Layout (little-endian; 20-30 bytes for an image, ≤ 32 for any codec in this release):
+
+  3 B   magic  b"\\x89NC"
+  1 B   format version (1)
+  2 B   codec id (u16, from the registry; 0 is never used)
+  1 B   quality index
+  1 B   flags (reserved, 0)
+  var   shape: a LEB128 count, then that many LEB128 values (image: H, W, channels;
+        audio: sample rate, samples, channels)
+  var   streams: a LEB128 count n, then the byte lengths of the first n-1 streams (LEB128);
+        the last stream runs to the end of the file
+  4 B   payload checksum: low 32 bits of XXH64 of all stream bytes
+  4 B   header checksum: low 32 bits of XXH64 of every header byte before it
+  ...   the streams, back to back
+
+Decoding checks the magic, then the version (a newer file gets its own message), then the
+header checksum, then the stream lengths against the file size, then the payload checksum.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAGIC = b"\x89NC"
+VERSION = 1
+MAX_DIMS = 8
+MAX_STREAMS = 64
+MAX_VALUE = 1 << 40  # any shape value or length beyond this is a corrupt header
+
+
+class NcFormatError(ValueError):
+    """Not a valid .nc file: wrong magic, newer version, corrupt or truncated."""
+
+
+def _hash32(data: bytes) -> int:
+    from weightzip import _C
+
+    return _C.xxh64(data) & 0xFFFFFFFF
+
+
+def _varint(v: int) -> bytes:
+    if v < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    v, shift = 0, 0
+    while True:
+        if pos >= len(buf):
+            raise NcFormatError("truncated .nc header")
+        b = buf[pos]
+        pos += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+        if shift > 42:
+            raise NcFormatError("corrupt .nc header (varint too long)")
+    if v > MAX_VALUE:
+        raise NcFormatError("corrupt .nc header (absurd size)")
+    return v, pos
+
+
+@dataclass
+class NcFile:
+    codec_id: int
+    quality: int
+    shape: tuple[int, ...]
+    streams: list[bytes] = field(default_factory=list)
+    version: int = VERSION
+
+    def to_bytes(self) -> bytes:
+        if not 0 < self.codec_id < 1 << 16 or not 0 <= self.quality < 256:
+            raise ValueError("codec id must be in 1..65535 and quality in 0..255")
+        if len(self.shape) > MAX_DIMS or not 0 < len(self.streams) <= MAX_STREAMS:
+            raise ValueError("too many dimensions or streams")
+        head = bytearray(MAGIC)
+        head += bytes([VERSION]) + self.codec_id.to_bytes(2, "little") + bytes([self.quality, 0])
+        head += _varint(len(self.shape)) + b"".join(_varint(int(v)) for v in self.shape)
+        head += _varint(len(self.streams)) + b"".join(_varint(len(s)) for s in self.streams[:-1])
+        payload = b"".join(self.streams)
+        head += _hash32(payload).to_bytes(4, "little")
+        head += _hash32(bytes(head)).to_bytes(4, "little")
+        return bytes(head) + payload
+
+    @property
+    def overhead(self) -> int:
+        return len(self.to_bytes()) - sum(len(s) for s in self.streams)
+
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> NcFile:
+        buf = bytes(buf)
+        if len(buf) < 4 or buf[:3] != MAGIC:
+            if buf and MAGIC.startswith(buf[:3]):  # b"\x89NC" cut short, not another format
+                raise NcFormatError("truncated .nc header")
+            raise NcFormatError("not a .nc file (bad magic bytes)")
+        if buf[3] > VERSION:
+            raise NcFormatError(f".nc format version {buf[3]} is newer than this neurocodec "
+                                f"(reads up to {VERSION}); upgrade neurocodec")
+        if buf[3] == 0:
+            raise NcFormatError("corrupt .nc header (version 0)")
+        if len(buf) < 8:
+            raise NcFormatError("truncated .nc header")
+        codec_id = int.from_bytes(buf[4:6], "little")
+        quality, flags = buf[6], buf[7]
+        pos = 8
+        ndim, pos = _read_varint(buf, pos)
+        if ndim > MAX_DIMS:
+            raise NcFormatError("corrupt .nc header (too many dimensions)")
+        shape = []
+        for _ in range(ndim):
+            v, pos = _read_varint(buf, pos)
+            shape.append(v)
+        n, pos = _read_varint(buf, pos)
+        if not 0 < n <= MAX_STREAMS:
+            raise NcFormatError("corrupt .nc header (stream count)")
+        lengths = []
+        for _ in range(n - 1):
+            v, pos = _read_varint(buf, pos)
+            lengths.append(v)
+        if pos + 8 > len(buf):
+            raise NcFormatError("truncated .nc header")
+        payload_hash = int.from_bytes(buf[pos:pos + 4], "little")
+        if _hash32(buf[:pos + 4]) != int.from_bytes(buf[pos + 4:pos + 8], "little"):
+            raise NcFormatError("corrupt .nc header (checksum mismatch)")
+        if flags != 0:
+            raise NcFormatError("unsupported .nc flags")
+        payload = buf[pos + 8:]
+        if sum(lengths) > len(payload):
+            raise NcFormatError("truncated .nc file (streams run past the end)")
+        if _hash32(payload) != payload_hash:
+            raise NcFormatError("corrupt or truncated .nc payload (checksum mismatch)")
+        streams, off = [], 0
+        for ln in lengths:
+            streams.append(payload[off:off + ln])
+            off += ln
+        streams.append(payload[off:])
+        return cls(codec_id, quality, tuple(shape), streams, buf[3])
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Write to a temp file in the same folder, then rename: never a half-written output."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

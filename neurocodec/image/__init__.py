@@ -1,0 +1,1 @@
+"""Learned image codecs: models, training, bitstreams, evaluation."""
