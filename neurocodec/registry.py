@@ -61,7 +61,8 @@ def model_names() -> list[str]:
 
 
 def _import_models() -> None:
-    from .image import models  # noqa: F401
+    from .audio import models as _audio  # noqa: F401
+    from .image import models as _image  # noqa: F401
 
 
 def _import_kinds() -> None:

@@ -26,7 +26,7 @@ from .int_hyper import Z_CLAMP, IntHyperSynthesis, dequantize_hs, gaussian_param
 from .io import as_rgb, to_channels
 from .models import ImageCodecModel, ImageModelConfig
 
-MAX_PIXELS = 1 << 28  # a header asking for more is corrupt (or a job for tiling)
+MAX_PIXELS = 1 << 25  # 33.5 MP (8K x 4K): bounds decoder memory (~5 GB at this size); no tiling yet
 Y_CLAMP = 1 << 15
 
 

@@ -1,0 +1,1 @@
+"""Learned audio codecs: a convolutional autoencoder around residual vector quantization."""
