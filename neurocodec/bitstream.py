@@ -20,7 +20,6 @@ header checksum, then the stream lengths against the file size, then the payload
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,13 +149,9 @@ class NcFile:
 
 def write_atomic(path, data: bytes) -> Path:
     """Write to a temp file in the same folder, then rename: never a half-written output."""
+    from weightzip.api import atomic_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path

@@ -16,10 +16,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 
+from _tiny_codec import make_tiny_codec
+
 from neurocodec import api
 from neurocodec.bitstream import NcFile, NcFormatError
-from neurocodec.image.export import export
-from neurocodec.image.models import ImageCodecModel, ImageModelConfig
 from neurocodec.registry import CodecNotFound, list_codecs, load_codec
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "kodak"
@@ -37,14 +37,7 @@ def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny_codec(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    cfg = ImageModelConfig(arch="hyperprior", N=16, M=24, lmbdas=[0.004, 0.016, 0.064])
-    model = ImageCodecModel(cfg)
-    root = tmp_path_factory.mktemp("codec")
-    ckpt = root / "ckpt.pt"
-    torch.save({"config": {"model": cfg.to_dict(), "train": {}}, "model": model.state_dict(),
-                "step": 0, "elapsed": 0.0}, ckpt)
-    return export(ckpt, root / "tiny", "tiny-test", 900)
+    return make_tiny_codec(tmp_path_factory.mktemp("codec"))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (17, 33, 3), (64, 64, 3), (70, 100, 3), (40, 30), (33, 65, 4)])

@@ -24,29 +24,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
+from _tiny_codec import TINY_ID, make_tiny_codec
 from PIL import Image, features
 
 from neurocodec.bitstream import NcFile
 from neurocodec.cli import main
-from neurocodec.image.export import export
-from neurocodec.image.models import ImageCodecModel, ImageModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_ID = 900
 TINY_QUALITIES = 3  # -> default quality 1
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
-    """A tiny random hyperprior codec folder (same recipe as tests/test_image_codec.py)."""
-    torch.manual_seed(0)
-    cfg = ImageModelConfig(arch="hyperprior", N=16, M=24, lmbdas=[0.004, 0.016, 0.064][:TINY_QUALITIES])
-    model = ImageCodecModel(cfg)
-    root = tmp_path_factory.mktemp("codec")
-    ckpt = root / "ckpt.pt"
-    torch.save({"config": {"model": cfg.to_dict(), "train": {}}, "model": model.state_dict(),
-                "step": 0, "elapsed": 0.0}, ckpt)
-    return str(export(ckpt, root / "tiny", "tiny-test", TINY_ID))
+    """A tiny random hyperprior codec folder (tests/_tiny_codec.py)."""
+    return str(make_tiny_codec(tmp_path_factory.mktemp("codec"), TINY_QUALITIES))
 
 
 def smooth_image(h: int, w: int, mode: str = "RGB") -> Image.Image:
@@ -363,7 +354,7 @@ def test_failed_decode_leaves_existing_output(tiny, tmp_path, capsys, nc_file, m
 
 
 def test_failed_encode_leaves_existing_output(tiny, tmp_path, capsys, monkeypatch):
-    from neurocodec import bitstream
+    from weightzip import api as wz_api
 
     smooth_image(16, 16).save(tmp_path / "a.png")
     out = tmp_path / "a.nc"
@@ -374,7 +365,7 @@ def test_failed_encode_leaves_existing_output(tiny, tmp_path, capsys, monkeypatc
         raise OSError(5, "Input/output error")
 
     with monkeypatch.context() as m:
-        m.setattr(bitstream.os, "replace", broken_replace)
+        m.setattr(wz_api.os, "replace", broken_replace)  # the shared atomic writer
         assert_error(cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "-o", out), "input/output")
     assert out.read_bytes() == b"previous contents"
     assert sorted(os.listdir(tmp_path)) == ["a.nc", "a.png"]
@@ -470,7 +461,7 @@ def test_eval_writes_csv_json_and_plot(tiny, tmp_path, capsys):
     data.mkdir()
     smooth_image(160, 176).save(data / "a.png")
     smooth_image(170, 168, "L").save(data / "b.png")
-    rc, out, err = cli(capsys, "eval", "--codec", tiny, "--data", data, "--out", tmp_path / "ev", "--no-anchors")
+    rc, _out, err = cli(capsys, "eval", "--codec", tiny, "--data", data, "--out", tmp_path / "ev", "--no-anchors")
     assert rc == 0, err
     rows = (tmp_path / "ev" / "per_image.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * TINY_QUALITIES  # header + images x qualities

@@ -7,7 +7,6 @@ coded as RGB with equal channels and decoded back to one channel (the .nc header
 channel count)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +67,7 @@ def write_png(path, img: np.ndarray) -> None:
     """Atomic: a temp file in the same folder, then rename."""
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from weightzip.api import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
