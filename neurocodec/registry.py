@@ -49,7 +49,8 @@ def register_model(name: str) -> Callable[[Callable], Callable]:
 
 
 def build_model(name: str, config: dict | None = None) -> Any:
-    _import_models()
+    if name not in _MODELS:  # a codec kind's module has usually registered it already
+        _import_models()
     if name not in _MODELS:
         raise CodecNotFound(f"unknown model {name!r} (registered: {', '.join(sorted(_MODELS))})")
     return _MODELS[name](config or {})
@@ -65,9 +66,16 @@ def _import_models() -> None:
     from .image import models as _image  # noqa: F401
 
 
-def _import_kinds() -> None:
-    # Importing a kind's module registers it; torch is imported only here.
-    from .image import codec  # noqa: F401
+_KIND_MODULES = {"image": ".image.codec", "audio": ".audio.codec"}
+
+
+def _import_kind(kind: str) -> None:
+    # Importing a kind's module registers it; torch is imported only here, and CompressAI
+    # (slow to import) only for image codecs.
+    if kind in _KIND_MODULES and kind not in _KINDS:
+        import importlib
+
+        importlib.import_module(_KIND_MODULES[kind], __package__)
 
 
 def search_paths() -> list[Path]:
@@ -121,8 +129,8 @@ def meta_by_id(codec_id: int) -> dict:
 
 @lru_cache(maxsize=8)
 def _load(path: str) -> Any:
-    _import_kinds()
     meta = codec_meta(path)
+    _import_kind(meta.get("kind", ""))
     cls = _KINDS.get(meta.get("kind", ""))
     if cls is None:
         raise CodecNotFound(f"codec {meta['name']!r} has unknown kind {meta.get('kind')!r}")

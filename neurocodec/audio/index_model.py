@@ -16,6 +16,11 @@ each vectorised over segments and codebooks; frame 0 of a segment uses START. A 
   varint        L (1 <= L <= F)
   L-1 varints   byte length / 4 of streams 0 .. L-2 (rANS payloads are whole u32 words)
   ...           the L streams back to back; the last one runs to the end
+
+Frame-varying stage counts: encode/decode/ideal_bits take an optional mask [n_q, F] (True
+where a code is sent; rate control sends n_q(t) stages at frame t, see stages_per_frame()).
+Masked-out codes are not coded and read as absent (-1): the next frame's code of that
+codebook then uses START. The decoder recomputes the mask, so it costs no bits.
 """
 from __future__ import annotations
 
@@ -37,6 +42,17 @@ BETAS = 2.0 ** np.arange(-4, 13)  # candidate Dirichlet prior strengths
 def fixed_length_bits(n_q: int, F: int, codebook_size: int) -> int:
     """Bits of plain fixed-length packing: ceil(log2 K) per code."""
     return n_q * F * max(1, (codebook_size - 1).bit_length())
+
+
+def stages_per_frame(e: int, F: int) -> np.ndarray:
+    """n_q(t) for t < F spreading e/1024 stages per frame evenly: floor or ceil of e/1024."""
+    t = np.arange(F + 1, dtype=np.int64) * int(e)
+    return np.diff(t // 1024)
+
+
+def stage_mask(e: int, F: int, n_q: int) -> np.ndarray:
+    """[n_q, F] bool: stage k is sent at frame t iff k < n_q(t)."""
+    return np.arange(n_q)[:, None] < stages_per_frame(e, F)[None, :]
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -182,38 +198,57 @@ class IndexPriors:
         n = n_q * self.n_ctx
         return cdfs[:n], lengths[:n], offsets[:n]
 
-    def ideal_bits(self, codes, seg_len: int | None = None) -> float:
-        """Information content of codes [n_q, F] under the quantized model (escapes at their
-        bypass cost), without the per-stream overhead."""
-        c = _as_codes(codes, self.n_codebooks)
-        idx, K = self._indexes(c, seg_len), self.codebook_size
+    @staticmethod
+    def _masked(c: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:
+        if mask is None:
+            return c, np.ones(c.shape, bool)
+        mask = np.asarray(mask, bool)
+        if mask.shape != c.shape:
+            raise ValueError(f"mask {mask.shape} does not match codes {c.shape}")
+        return np.where(mask, c, -1), mask
+
+    def ideal_bits(self, codes, seg_len: int | None = None, mask=None) -> float:
+        """Information content of codes [n_q, F] (where mask) under the quantized model
+        (escapes at their bypass cost), without the per-stream overhead."""
+        c, mask = self._masked(_as_codes(codes, self.n_codebooks), mask)
+        idx, K = self._indexes(c, seg_len)[mask], self.codebook_size
+        c = c[mask]
         ok = (c >= 0) & (c < K)
         bits = self._bits[idx, np.where(ok, c, K)].sum()
         raw = np.where(c[~ok] < 0, -2 * c[~ok] - 1, 2 * (c[~ok] - K))
         ndig = np.ceil(np.log2(raw + 1) / 4)
         return float(bits + 4 * (1 + ndig).sum())
 
-    def _encode_seg(self, c: np.ndarray, L: int) -> bytes:
+    def _encode_seg(self, c: np.ndarray, L: int, mask: np.ndarray) -> bytes:
         idx, tables = self._indexes(c, L), self._tables(len(c))
-        streams = [encode_indexed(c[:, j::L].T, idx[:, j::L].T, *tables) for j in range(L)]
+        streams = [encode_indexed(c[:, j::L].T[mask[:, j::L].T], idx[:, j::L].T[mask[:, j::L].T], *tables)
+                   for j in range(L)]
         head = _varint(L) + b"".join(_varint(len(s) // 4) for s in streams[:-1])
         return head + b"".join(streams)
 
-    def encode(self, codes, seg_len: int | None = None) -> bytes:
-        """codes [n_q, F] -> bytes. seg_len None: the best of SEG_LENS (L <= F)."""
-        c = _as_codes(codes, self.n_codebooks)
+    def encode(self, codes, seg_len: int | None = None, mask=None) -> bytes:
+        """codes [n_q, F] (those where mask) -> bytes. seg_len None: the best of SEG_LENS (L <= F)."""
+        c, mask = self._masked(_as_codes(codes, self.n_codebooks), mask)
         if c.size == 0:
             return b""
         cands = [seg_len] if seg_len else [L for L in SEG_LENS if L <= c.shape[1]]
         if not all(1 <= L <= c.shape[1] for L in cands):
             raise ValueError(f"seg_len must be in [1, {c.shape[1]}]")
-        return min((self._encode_seg(c, L) for L in cands), key=len)
+        return min((self._encode_seg(c, L, mask) for L in cands), key=len)
 
-    def decode(self, data, n_q: int, F: int) -> np.ndarray:
-        """bytes -> codes int64 [n_q, F]. Corrupt data raises FormatError."""
+    @staticmethod
+    def segment_length(data: bytes) -> int:
+        """The segment length L an encoded stream was written with."""
+        return _read_varint(bytes(data[:8]), 0)[0] if data else 1
+
+    def decode(self, data, n_q: int, F: int, mask=None) -> np.ndarray:
+        """bytes -> codes int64 [n_q, F] (-1 where not mask). Corrupt data raises FormatError."""
         if not 0 <= n_q <= self.n_codebooks or F < 0:
             raise ValueError(f"n_q must be in [0, {self.n_codebooks}] and F >= 0")
-        buf, out = bytes(data), np.empty((n_q, F), np.int64)
+        mask = np.ones((n_q, F), bool) if mask is None else np.asarray(mask, bool)
+        if mask.shape != (n_q, F):
+            raise ValueError(f"mask {mask.shape} does not match ({n_q}, {F})")
+        buf, out = bytes(data), np.full((n_q, F), -1, np.int64)
         if n_q * F == 0:
             if buf:
                 raise FormatError("index stream has trailing data")
@@ -232,7 +267,10 @@ class IndexPriors:
         for j in range(L):
             S = -(-(F - j) // L)  # segments that have a frame j
             ctx = self._classes(out[:, j - 1::L][:, :S]) if j else np.zeros((n_q, S), np.int64)
-            sym = decode_indexed(buf[bounds[j]:bounds[j + 1]], (base + ctx).T, *tables)
-            out[:, j::L] = sym.T
+            m = mask[:, j::L].T  # [S, n_q]
+            sym = decode_indexed(buf[bounds[j]:bounds[j + 1]], (base + ctx).T[m], *tables)
+            block = np.full(m.shape, -1, np.int64)
+            block[m] = sym
+            out[:, j::L] = block.T
         return out
 

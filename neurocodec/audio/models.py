@@ -35,6 +35,10 @@ class AudioModelConfig:
     sample_rate: int = 24000
     channels: int = 32  # width after the stem, doubled by each downsampling (32 -> 512)
     strides: tuple = (2, 4, 5, 8)  # hop 320 samples: 75 frames/s at 24 kHz
+    # patch > 1: the stem is a strided conv (kernel 2*patch) straight from the waveform, and the
+    # decoder ends in the mirrored transposed conv, so no residual unit runs at 24 kHz.
+    patch: int = 1
+    dilations: tuple = (1, 3, 9)  # residual units per block
     # EnCodec's 128 rather than DAC's full width (512 here): the codes live in codebook_dim
     # anyway, and a narrow latent keeps the RVQ projections and the decoder stem cheap.
     latent_dim: int = 128
@@ -47,12 +51,15 @@ class AudioModelConfig:
 
     def __post_init__(self):
         self.strides = tuple(int(s) for s in self.strides)  # JSON gives lists
+        self.dilations = tuple(int(d) for d in self.dilations)
+        if self.patch < 1 or self.patch % 2 and self.patch != 1:
+            raise ValueError("patch must be 1 or even")
         if self.activation not in ("snake", "elu"):
             raise ValueError(f"unknown activation {self.activation!r}")
 
     @property
     def hop_length(self) -> int:
-        return math.prod(self.strides)
+        return self.patch * math.prod(self.strides)
 
     @property
     def frame_rate(self) -> float:
@@ -102,25 +109,28 @@ class ResidualUnit(nn.Module):
         return x + self.block(x)
 
 
-def encoder_block(cin: int, cout: int, stride: int, activation: str) -> nn.Sequential:
+def encoder_block(cin: int, cout: int, stride: int, activation: str,
+                  dilations: tuple = (1, 3, 9)) -> nn.Sequential:
     # k = 2s, p = ceil(s/2) maps L -> L/s exactly for even and odd s.
-    return nn.Sequential(*(ResidualUnit(cin, d, activation) for d in (1, 3, 9)), act(activation, cin),
+    return nn.Sequential(*(ResidualUnit(cin, d, activation) for d in dilations), act(activation, cin),
                          wn_conv(cin, cout, 2 * stride, stride=stride, padding=math.ceil(stride / 2)))
 
 
-def decoder_block(cin: int, cout: int, stride: int, activation: str) -> nn.Sequential:
+def decoder_block(cin: int, cout: int, stride: int, activation: str,
+                  dilations: tuple = (1, 3, 9)) -> nn.Sequential:
     # k = 2s, p = ceil(s/2), output_padding = s % 2 maps L -> s*L exactly.
     up = nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride, padding=math.ceil(stride / 2),
                             output_padding=stride % 2)
     return nn.Sequential(act(activation, cin), weight_norm(up),
-                         *(ResidualUnit(cout, d, activation) for d in (1, 3, 9)))
+                         *(ResidualUnit(cout, d, activation) for d in dilations))
 
 
 def encoder(cfg: AudioModelConfig) -> nn.Sequential:
-    C, a = cfg.channels, cfg.activation
-    layers: list[nn.Module] = [wn_conv(1, C, 7)]
+    C, a, P = cfg.channels, cfg.activation, cfg.patch
+    stem = wn_conv(1, C, 7) if P == 1 else wn_conv(1, C, 2 * P, stride=P, padding=P // 2)
+    layers: list[nn.Module] = [stem]
     for i, s in enumerate(cfg.strides):
-        layers.append(encoder_block(C << i, C << (i + 1), s, a))
+        layers.append(encoder_block(C << i, C << (i + 1), s, a, cfg.dilations))
     top = C << len(cfg.strides)
     return nn.Sequential(*layers, act(a, top), wn_conv(top, cfg.latent_dim, 3))
 
@@ -129,8 +139,11 @@ def decoder(cfg: AudioModelConfig) -> nn.Sequential:
     C, a, n = cfg.channels, cfg.activation, len(cfg.strides)
     layers: list[nn.Module] = [wn_conv(cfg.latent_dim, C << n, 7)]
     for i, s in enumerate(reversed(cfg.strides)):
-        layers.append(decoder_block(C << (n - i), C << (n - i - 1), s, a))
-    return nn.Sequential(*layers, act(a, C), wn_conv(C, 1, 7), nn.Tanh())
+        layers.append(decoder_block(C << (n - i), C << (n - i - 1), s, a, cfg.dilations))
+    P = cfg.patch
+    head = wn_conv(C, 1, 7) if P == 1 else weight_norm(
+        nn.ConvTranspose1d(C, 1, 2 * P, stride=P, padding=P // 2))
+    return nn.Sequential(*layers, act(a, C), head, nn.Tanh())
 
 
 class AudioCodecModel(nn.Module):

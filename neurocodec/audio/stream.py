@@ -129,10 +129,12 @@ def raised_cosine(n: int) -> np.ndarray:
 
 def decode_stream(codes: Iterable[np.ndarray], decode_fn: Callable, hop: int, n_samples: int,
                   chunk_frames: int = CHUNK_FRAMES, overlap_frames: int = OVERLAP_FRAMES,
-                  fade: int | None = None) -> Iterator[np.ndarray]:
+                  fade: int | None = None, workers: int = 1) -> Iterator[np.ndarray]:
     """codes: blocks [C, n_q, f] (any sizes) of the ceil(n_samples / hop) frames, in order.
     Yields float32 [C, n] audio, n_samples in all. fade (samples, default one hop, at most
-    2 * overlap_frames * hop and chunk_frames * hop) is the cross-fade at chunk boundaries."""
+    2 * overlap_frames * hop and chunk_frames * hop) is the cross-fade at chunk boundaries.
+    workers > 1 decodes that many chunks at once in threads (decode_fn must be thread-safe);
+    the output does not depend on it."""
     N, O = int(chunk_frames), int(overlap_frames)
     F = -(-int(n_samples) // hop)
     fade = min(hop, 2 * O * hop) if fade is None else int(fade)
@@ -142,22 +144,33 @@ def decode_stream(codes: Iterable[np.ndarray], decode_fn: Callable, hop: int, n_
     starts = list(range(0, F, N))
     if len(starts) > 1 and (F - starts[-1]) * hop < h:  # too short to fade into: merge
         starts.pop()
-    w, it = raised_cosine(2 * h), iter(codes)
-    cbuf, cstart, tail, emitted = None, 0, None, 0
-    for c, a in enumerate(starts):
+    it = iter(codes)
+
+    def windows() -> Iterator[tuple[int, int, int, np.ndarray]]:
+        cbuf, cstart = None, 0
+        for c, a in enumerate(starts):
+            b = F if c == len(starts) - 1 else starts[c + 1]
+            ws, we = max(0, a - O), min(F, b + O)
+            while cbuf is None or cstart + cbuf.shape[-1] < we:
+                blk = next(it, None)
+                if blk is None:
+                    raise ValueError(f"codes end before frame {we} of {F}")
+                blk = np.asarray(blk)
+                cbuf = blk if cbuf is None else np.concatenate([cbuf, blk], -1)
+            yield a, b, ws, cbuf[..., ws - cstart: we - cstart]
+            drop = b - O - cstart  # frames no later chunk needs
+            if drop > 0:
+                cbuf, cstart = cbuf[..., drop:], cstart + drop
+        if (cbuf is not None and cstart + cbuf.shape[-1] > F) or any(np.size(x) for x in it):
+            raise ValueError(f"more codes than the {F} frames of {n_samples} samples")
+
+    w, tail, emitted = raised_cosine(2 * h), None, 0
+    for c, (a, b, ws, y) in enumerate(_ordered_map(decode_fn, windows(), workers)):
         last = c == len(starts) - 1
-        b = F if last else starts[c + 1]
-        ws, we = max(0, a - O), min(F, b + O)
-        while cbuf is None or cstart + cbuf.shape[-1] < we:
-            blk = next(it, None)
-            if blk is None:
-                raise ValueError(f"codes end before frame {we} of {F}")
-            blk = np.asarray(blk)
-            cbuf = blk if cbuf is None else np.concatenate([cbuf, blk], -1)
-        y = np.asarray(decode_fn(cbuf[..., ws - cstart: we - cstart]), np.float32)
+        y = np.asarray(y, np.float32)
         y = y.reshape(y.shape[0], -1)
-        if y.shape[1] != (we - ws) * hop:
-            raise ValueError(f"decode_fn returned {y.shape[1]} samples for {we - ws} frames")
+        if y.shape[1] != (min(F, b + O) - ws) * hop:
+            raise ValueError(f"decode_fn returned {y.shape[1]} samples for {min(F, b + O) - ws} frames")
         lo, hi = a * hop - (h if c else 0), b * hop + (0 if last else h)
         seg = y[:, lo - ws * hop: hi - ws * hop]
         if c and h:
@@ -168,11 +181,27 @@ def decode_stream(codes: Iterable[np.ndarray], decode_fn: Callable, hop: int, n_
         seg = seg[:, : n_samples - emitted]
         emitted += seg.shape[1]
         yield seg
-        drop = b - O - cstart  # frames no later chunk needs
-        if drop > 0:
-            cbuf, cstart = cbuf[..., drop:], cstart + drop
-    if (cbuf is not None and cstart + cbuf.shape[-1] > F) or any(np.size(b) for b in it):
-        raise ValueError(f"more codes than the {F} frames of {n_samples} samples")
+
+
+def _ordered_map(fn: Callable, items: Iterator[tuple], workers: int) -> Iterator[tuple]:
+    """(a, b, ws, fn(codes)) in order, with up to `workers` calls in flight (bounded memory)."""
+    if workers <= 1:
+        for a, b, ws, x in items:
+            yield a, b, ws, fn(x)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        queue: deque = deque()
+        for a, b, ws, x in items:
+            queue.append((a, b, ws, pool.submit(fn, x)))
+            if len(queue) >= workers:
+                a0, b0, w0, f0 = queue.popleft()
+                yield a0, b0, w0, f0.result()
+        while queue:
+            a0, b0, w0, f0 = queue.popleft()
+            yield a0, b0, w0, f0.result()
 
 
 def model_fns(model, n_q: int | None = None) -> tuple[Callable, Callable]:

@@ -11,8 +11,6 @@ in every process, whatever torch.set_num_threads says.
 from __future__ import annotations
 
 import json
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,27 +20,13 @@ import torch.nn.functional as F
 from ..bitstream import NcFile, NcFormatError
 from ..entropy import decode_indexed, encode_indexed
 from ..registry import build_model, register_kind
+from ..torch_utils import one_intra_op_thread
 from .int_hyper import Z_CLAMP, IntHyperSynthesis, dequantize_hs, gaussian_params
 from .io import as_rgb, to_channels
 from .models import ImageCodecModel, ImageModelConfig
 
 MAX_PIXELS = 1 << 25  # 33.5 MP (8K x 4K): bounds decoder memory (~5 GB at this size); no tiling yet
 Y_CLAMP = 1 << 15
-
-
-_ONE_THREAD = threading.Lock()
-
-
-@contextmanager
-def one_intra_op_thread():
-    """Run torch ops on one thread (process-wide setting, hence the lock)."""
-    with _ONE_THREAD:
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(n)
 
 
 def _load_tables(module: torch.nn.Module, prefix: str, state: dict) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..registry import build_model
+from ..torch_utils import pick_device, save_checkpoint
 from .io import list_images, read_image
 from .models import ImageCodecModel, ImageModelConfig
 
@@ -43,12 +43,6 @@ class TrainConfig:
     fixed_quality: int = -1  # >= 0: train one quality only (e.g. to measure the variable-rate cost)
     init: str = ""  # start from this checkpoint's weights (fresh optimiser and step count)
     model: dict = field(default_factory=dict)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class CropSampler:
@@ -88,12 +82,6 @@ def rd_loss(model: ImageCodecModel, x: torch.Tensor, q: torch.Tensor) -> tuple[t
     lmbda = torch.tensor(model.cfg.lmbdas, device=x.device)[q]
     loss = (lmbda * 255**2 * mse + bpp).mean()
     return loss, {"bpp": bpp.detach(), "mse": mse.detach()}
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig, resume: bool = True) -> Path:

@@ -1,0 +1,251 @@
+"""Benchmark the audio codec against Opus (opusenc/opusdec, hard CBR) in one run.
+
+    /work/venv/bin/python bench/audio.py                       # default audio codec, both test sets
+    /work/venv/bin/python bench/audio.py --codec audio-rvq --limit 5 --no-memory
+
+Per set (speech/test, music/test): neurocodec.audio.evaluate at 1.5/3/6 kbps and Opus at
+6/12 kbps -> <out>/audio/<set>/{results.json,per_file.csv,quality.png}. Then: index entropy
+coding against fixed-length packing, codebook usage entropy on the test audio, streaming
+seams (chunked against one-window decoding), peak memory of a 10 s and a 10 min file
+through the CLI, bad inputs. Summary: <out>/audio.md and <out>/audio.json.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from bench._common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    fmt,
+    md_table,
+    provenance,
+    provenance_md,
+    write_reports,
+)
+
+DATA = REPO_ROOT.parent / "shared" / "data" / "audio"
+SETS = {"speech": DATA / "speech" / "test", "music": DATA / "music" / "test"}
+
+
+def usage_entropy(codec, folder: Path, limit: int | None) -> list[float]:
+    """Per codebook: entropy of the code histogram over the test audio / log2(K)."""
+    import torch
+
+    from neurocodec.audio.io import list_audio, read_audio
+
+    K, hist = codec.cfg.codebook_size, np.zeros((codec.n_max, codec.cfg.codebook_size))
+    for p in list_audio(folder)[:limit]:
+        x, _ = read_audio(p, codec.sr)
+        with torch.inference_mode():
+            c = codec.model.encode(torch.from_numpy(x.mean(0))[None, None]).numpy()[0]  # [n_max, F]
+        for k in range(codec.n_max):
+            hist[k] += np.bincount(c[k], minlength=K)
+    p = hist / hist.sum(1, keepdims=True)
+    return [float(-(q[q > 0] * np.log2(q[q > 0])).sum() / math.log2(K)) for q in p]
+
+
+def seams(codec, path: Path) -> dict:
+    """Chunked decoding (as the codec does it) against decoding all frames in one window."""
+    from neurocodec.audio.codec import DECODE_CHUNK
+    from neurocodec.audio.io import read_audio
+    from neurocodec.audio.stream import decode_stream
+    from neurocodec.bitstream import NcFile
+
+    x, sr = read_audio(path)
+    nc = NcFile.from_bytes(codec.encode(np.ascontiguousarray(x.T), sr, kbps=6.0))
+    codes, _, _, T24 = codec.decode_codes(nc)
+    chunked = np.concatenate(list(decode_stream(iter([codes]), codec._decode_fn, codec.hop, T24,
+                                                chunk_frames=DECODE_CHUNK)), 1)
+    whole = np.concatenate(list(decode_stream(iter([codes]), codec._decode_fn, codec.hop, T24,
+                                              chunk_frames=codes.shape[-1] + 1)), 1)
+    d = chunked - whole
+    return {"file": path.name, "seconds": round(T24 / codec.sr, 2), "chunks": -(-codes.shape[-1] // DECODE_CHUNK),
+            "chunk_seconds": round(DECODE_CHUNK * codec.hop / codec.sr, 2),
+            "max_abs_diff": float(np.abs(d).max()),
+            "diff_snr_db": float(10 * np.log10(np.sum(whole ** 2) / max(np.sum(d ** 2), 1e-20)))}
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    """Peak RSS of a child process (ru_maxrss of a fresh `python -c` wrapper)."""
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def memory(codec_name: str) -> dict:
+    import soundfile as sf
+
+    from neurocodec.audio.io import list_audio, read_audio
+
+    clips = [read_audio(p, 16000)[0][0] for p in list_audio(SETS["speech"])]
+    speech = np.concatenate(clips)
+    cli = [sys.executable, "-m", "neurocodec"]
+    res = {}
+    with tempfile.TemporaryDirectory() as d:
+        for label, sec in (("10 s", 10), ("10 min", 600)):
+            x = np.resize(speech, sec * 16000)
+            wav, nc, out = Path(d, f"{sec}.wav"), Path(d, f"{sec}.nc"), Path(d, f"{sec}_out.wav")
+            sf.write(str(wav), x, 16000, subtype="PCM_16")
+            enc = peak_rss_mb([*cli, "encode", str(wav), "-o", str(nc), "--kbps", "6", "--codec", codec_name, "-q"])
+            dec = peak_rss_mb([*cli, "decode", str(nc), "-o", str(out), "-q", "--codec", codec_name])
+            y, _ = sf.read(str(out))
+            res[label] = {"encode_mb": round(enc, 1), "decode_mb": round(dec, 1), "samples_ok": len(y) == len(x),
+                          "kbps": round(8 * nc.stat().st_size / sec / 1000, 4)}
+    return res
+
+
+def bad_inputs(codec_name: str) -> list[tuple[str, str]]:
+    import soundfile as sf
+
+    rows = []
+    cli = [sys.executable, "-m", "neurocodec"]
+    sr = 16000
+    t = np.arange(sr * 3) / sr
+    cases = {"silence (3 s of zeros)": np.zeros(sr * 3),
+             "clipping (square wave at ±1)": np.sign(np.sin(2 * np.pi * 220 * t)),
+             "0.1 s clip": 0.3 * np.sin(2 * np.pi * 440 * t[: sr // 10]),
+             "NaN samples": np.where(t < 1, 0.1, np.nan)}
+    with tempfile.TemporaryDirectory() as d:
+        for name, x in cases.items():
+            wav, nc, out = Path(d, "in.wav"), Path(d, "x.nc"), Path(d, "out.wav")
+            for p in (nc, out):
+                p.unlink(missing_ok=True)
+            sf.write(str(wav), x.astype(np.float32), sr, subtype="FLOAT")
+            r = subprocess.run([*cli, "encode", str(wav), "-o", str(nc), "--codec", codec_name, "-q"],
+                               capture_output=True, text=True, check=False)
+            if r.returncode:
+                rows.append((name, f"exit {r.returncode}: `{r.stderr.strip()}`"))
+                continue
+            r = subprocess.run([*cli, "decode", str(nc), "-o", str(out), "-q", "--codec", codec_name],
+                               check=False, capture_output=True, text=True)
+            if r.returncode:
+                rows.append((name, f"encoded; decode exit {r.returncode}: `{r.stderr.strip()}`"))
+                continue
+            y, _ = sf.read(str(out))
+            rows.append((name, (f"decoded: {len(y)} samples (input {len(x)}), peak {np.abs(y).max():.3f}, "
+                               f"rms {np.sqrt(np.mean(y ** 2)):.4f}, {nc.stat().st_size} bytes")))
+        data = bytearray(Path(d, "x.nc").read_bytes()) if Path(d, "x.nc").exists() else bytearray()
+        if data:
+            for name, blob in (("truncated .nc", data[: len(data) // 2]),
+                               ("bit-flipped .nc", data[:40] + bytes([data[40] ^ 4]) + data[41:])):
+                Path(d, "bad.nc").write_bytes(bytes(blob))
+                r = subprocess.run([*cli, "decode", str(Path(d, "bad.nc")), "-o", str(Path(d, "bad.wav")),
+                                    "--codec", codec_name],
+                                   capture_output=True, text=True, check=False)
+                rows.append((name, (f"exit {r.returncode}: `{r.stderr.strip()}`; output written: "
+                                   f"{Path(d, 'bad.wav').exists()}")))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--codec", default=None, help="default: the default audio codec")
+    ap.add_argument("--kbps", default="1.5,3,6")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
+    ap.add_argument("--no-memory", action="store_true", help="skip the 10-minute memory test")
+    a = ap.parse_args()
+
+    from neurocodec.audio.anchors import opus_available, opus_version
+    from neurocodec.audio.evaluate import evaluate
+    from neurocodec.registry import default_codec, load_codec
+
+    name = a.codec or default_codec("audio")
+    codec = load_codec(name)
+    kbps = tuple(float(v) for v in a.kbps.split(","))
+    prov = provenance()
+    import torch
+
+    prov["torch_threads"] = torch.get_num_threads()
+    prov["opus"] = opus_version() if opus_available() else "unavailable"
+    results = {}
+    for set_name, folder in SETS.items():
+        if folder.is_dir():
+            results[set_name] = evaluate(name, folder, a.out / "audio" / set_name, kbps=kbps, opus_kbps=(6.0, 12.0),
+                                         pesq=set_name == "speech", limit=a.limit)
+    extra = {"usage_entropy": usage_entropy(codec, SETS["speech"], a.limit),
+             "seams": seams(codec, min(SETS["music"].glob("vocadito*"))) if SETS["music"].is_dir() else None,
+             "memory": None if a.no_memory else memory(name), "bad_inputs": bad_inputs(name)}
+    payload = {"provenance": prov, "codec": name, "model": codec.cfg.to_dict(), "training": codec.meta.get("training", {}),
+               "sets": {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in results.items()}, **extra}
+    write_reports(a.out, "audio", payload, report(payload, results, name, codec))
+    return 0
+
+
+def _m(results, set_name, system, k):
+    for m in results.get(set_name, {}).get("means", []):
+        if m["system"] == system and m["nominal_kbps"] == k:
+            return m
+    return None
+
+
+def report(payload: dict, results: dict, name: str, codec) -> list[str]:
+    prov = payload["provenance"]
+    lines = [f"# Audio codec `{name}` vs Opus", "", *provenance_md(prov),
+             f"- torch threads: {prov['torch_threads']}; Opus: {prov['opus']} (`opusenc --hard-cbr`, decoded with `opusdec --rate <input rate>`)",
+             f"- training: step {payload['training'].get('step')}, {payload['training'].get('minutes')} min on CPU", ""]
+    cols = ["system", "nominal kbps", "file kbps", "Opus payload kbps", "stages/frame", "SI-SDR dB", "mel dist",
+            "STOI", "PESQ-WB", "enc+dec ×RT", "entropy saving"]
+    for set_name, res in results.items():
+        rows = []
+        for m in res["means"]:
+            rows.append([m["system"], fmt(m["nominal_kbps"], 2), fmt(m["kbps"], 3), fmt(m.get("payload_kbps"), 3),
+                         fmt(m.get("stages"), 2), fmt(m["si_sdr"], 2), fmt(m["mel"], 3), fmt(m["stoi"], 3),
+                         fmt(m["pesq_wb"], 2), fmt(m.get("encdec_rtf"), 1), fmt(m.get("entropy_saving_pct"), 1, " %")])
+        lines += [f"## {set_name}: {res['files']} files, {sum(r['seconds'] for r in res['rows']) / max(1, len({r['system'] + str(r['nominal_kbps']) for r in res['rows']})):.1f} s",
+                  "", *md_table(cols, rows), "", f"Per file: `audio/{set_name}/per_file.csv`; plot: `audio/{set_name}/quality.png`.", ""]
+    sp = lambda s, k: _m(results, "speech", s, k)
+    ours = [sp(name, k) for k in sorted({m["nominal_kbps"] for m in results.get("speech", {}).get("means", []) if m["system"] == name})]
+    ours = [m for m in ours if m]
+    opus6 = sp("opus", 6.0)
+    best6 = max((m for m in ours if m["nominal_kbps"] <= 6), key=lambda m: m["pesq_wb"], default=None)
+    at15 = sp(name, 1.5)
+    all_rows = [r for res in results.values() for r in res["rows"] if r["system"] == name]
+    worst = max((abs(r["kbps"] / r["nominal_kbps"] - 1) * 100 for r in all_rows), default=float("nan"))
+    over = max(((r["kbps"] / r["nominal_kbps"] - 1) * 100 for r in all_rows), default=float("nan"))
+    rtf = min((m["encdec_rtf"] for res in results.values() for m in res["means"] if m["system"] == name), default=float("nan"))
+
+    def verdict(ok):
+        return "met" if ok else "**MISSED**"
+
+    t = []
+    if best6 and opus6:
+        t.append(["≤ 6 kbps speech: PESQ-WB above Opus 6 kbps", f"{fmt(best6['pesq_wb'], 2)} (at {best6['nominal_kbps']:g} kbps) vs Opus {fmt(opus6['pesq_wb'], 2)}",
+                  verdict(best6["pesq_wb"] > opus6["pesq_wb"])])
+        s6 = max(m["stoi"] for m in ours if m["nominal_kbps"] <= 6)
+        t.append(["≤ 6 kbps speech: STOI ≥ 0.85", f"{fmt(s6, 3)} (Opus 6 kbps {fmt(opus6['stoi'], 3)})", verdict(s6 >= 0.85)])
+    if at15:
+        t.append(["1.5 kbps speech: STOI ≥ 0.75", fmt(at15["stoi"], 3), verdict(at15["stoi"] >= 0.75)])
+    t.append(["encode + decode ≥ 10× real time (2 cores)", f"{fmt(rtf, 1)}× (slowest set and rate)", verdict(rtf >= 10)])
+    t.append(["file bitrate within 2 % of nominal (headers included)",
+              f"worst file {fmt(worst, 2)} % off (largest excess {fmt(over, 2)} %)", verdict(worst <= 2)])
+    ue = payload["usage_entropy"]
+    t.append(["codebook usage entropy ≥ 90 % of max (speech test codes)", f"min {fmt(min(ue) * 100, 1)} %, mean {fmt(np.mean(ue) * 100, 1)} %",
+              verdict(min(ue) >= 0.9)])
+    lines += ["## Targets", "", *md_table(["target", "measured", "verdict"], t, "llr"), ""]
+    if payload["seams"]:
+        s = payload["seams"]
+        lines += ["## Streaming", "", (f"- seams: `{s['file']}` ({s['seconds']} s, {s['chunks']} chunks of {s['chunk_seconds']} s, 16 frames of overlap, one-hop cross-fade) "
+                  f"decoded in chunks vs in one window: max |diff| {s['max_abs_diff']:.2e}, difference {s['diff_snr_db']:.1f} dB below the signal.")]
+    if payload["memory"]:
+        rows = [[k, v["encode_mb"], v["decode_mb"], v["kbps"], v["samples_ok"]] for k, v in payload["memory"].items()]
+        lines += ["- peak memory through the CLI (`neurocodec encode/decode`, 16 kHz speech, 6 kbps):", "",
+                  *md_table(["input", "encode peak RSS MB", "decode peak RSS MB", "file kbps", "length exact"], rows), ""]
+    lines += ["## Bad input (CLI)", "", *md_table(["input", "outcome"], payload["bad_inputs"], "ll"), ""]
+    lines += ["Codebook usage entropy per codebook (fraction of log2 K): " + ", ".join(f"{v:.3f}" for v in ue), ""]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
