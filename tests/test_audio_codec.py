@@ -252,3 +252,43 @@ def test_file_and_array_encodes_agree(tiny, tmp_path):
     p = tmp_path / "a.wav"
     sf.write(str(p), x, 16000, subtype="FLOAT")
     assert neurocodec.encode(p, codec=tiny) == neurocodec.encode(x, 16000, codec=tiny)
+
+
+def test_cli_train_export_encode(tmp_path, capsys):
+    """Two training steps of the shipped recipe, export, then code a file with the result."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        sf.write(str(data / f"s{i}.flac"), tone(16000, 1.5, seed=i), 16000)
+    rc, out, err = cli(capsys, "train", "--codec", "audio-rvq", "--data", data, "--out", tmp_path / "run",
+                       "--steps", "2", "--batch", "2", "--threads", "1")
+    assert rc == 0, err
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and state["config"]["model"]["n_codebooks"] == 12
+    rc, out, err = cli(capsys, "export", tmp_path / "run" / "checkpoint.pt", "--out", tmp_path / "codec",
+                       "--name", "trained-tiny", "--id", "902")
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "encode", data / "s0.flac", "-o", tmp_path / "x.nc", "--codec", tmp_path / "codec",
+                       "--kbps", "3")
+    assert rc == 0, err
+    nc = neurocodec.info((tmp_path / "x.nc").read_bytes())
+    assert nc["kbps"] <= 3.0 and nc["codec_id"] == 902
+
+
+def test_shipped_default_audio_codec_roundtrip():
+    from neurocodec.registry import CodecNotFound, default_codec
+
+    try:
+        name = default_codec("audio")
+    except CodecNotFound:
+        pytest.skip("no audio codec installed")
+    x = tone(16000, 2.0, seed=7) + 0.05 * np.random.default_rng(7).standard_normal(32000).astype(np.float32)
+    data = neurocodec.encode(x, 16000, kbps=6)
+    info = neurocodec.info(data)
+    assert info["codec"] == name and 5.5 < info["kbps"] <= 6.0
+    y, sr = neurocodec.decode(data)
+    assert sr == 16000 and y.shape == x.shape
+    from neurocodec.audio.metrics import mel_distance
+
+    noise = np.random.default_rng(8).standard_normal(len(x)).astype(np.float32) * x.std()
+    assert mel_distance(x, y, 16000) < 0.5 * mel_distance(x, noise, 16000)  # it learned something

@@ -70,9 +70,12 @@ class SegmentSampler:
         self.sets, self.val = [], []
         for folder in folders:
             clips = [read_audio(p, sr)[0].mean(0) for p in list_audio(folder)]  # [T] each
-            self.val += clips[:: max(1, len(clips) // n_val)][:n_val]
-            keep = [c for i, c in enumerate(clips) if i % max(1, len(clips) // n_val) or
-                    i // max(1, len(clips) // n_val) >= n_val]
+            if not clips:
+                raise ValueError(f"no audio files in {folder}")
+            n = min(n_val, (len(clips) - 1) // 2)  # at most a third held out, at least one kept
+            held = set(range(0, len(clips), max(1, len(clips) // max(1, n)))[:n]) if n else set()
+            self.val += [c for i, c in enumerate(clips) if i in held] or clips[:1]
+            keep = [c for i, c in enumerate(clips) if i not in held]
             lens = np.array([len(c) for c in keep], np.float64)
             self.sets.append((keep, lens / lens.sum()))
         dur = np.array([sum(len(c) for c in s[0]) for s in self.sets], np.float64)
