@@ -1,9 +1,11 @@
-"""Torch helpers the codecs share: device choice, atomic checkpoints, and running ops on one
+"""Torch helpers the codecs share: run folders and resumable checkpoints for the training
+loops, device choice, and running ops on one
 intra-op thread (float32 convolutions are not thread-count invariant: oneDNN blocks its
 reductions by thread count, so a decoder that must give the same bits everywhere runs on one
 thread)."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from contextlib import contextmanager
@@ -16,6 +18,24 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def start_run(out: str | Path, threads: int, device: str, resume: bool, init: str) -> tuple:
+    """Create the run folder and its train.log, set the thread count, pick the device and
+    load the state to continue from: (device, checkpoint path, resumed state or None,
+    initial weights' state or None). Resuming wins over init."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=out / "train.log", level=logging.INFO,
+                        format="%(asctime)s %(message)s", force=True)
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt_path, state, init_state = out / "checkpoint.pt", None, None
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    elif init:
+        init_state = torch.load(init, map_location="cpu", weights_only=True)
+    return pick_device(device), ckpt_path, state, init_state
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -260,15 +260,15 @@ def test_cli_train_export_encode(tmp_path, capsys):
     data.mkdir()
     for i in range(2):
         sf.write(str(data / f"s{i}.flac"), tone(16000, 1.5, seed=i), 16000)
-    rc, out, err = cli(capsys, "train", "--codec", "audio-rvq", "--data", data, "--out", tmp_path / "run",
+    rc, _, err = cli(capsys, "train", "--codec", "audio-rvq", "--data", data, "--out", tmp_path / "run",
                        "--steps", "2", "--batch", "2", "--threads", "1")
     assert rc == 0, err
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 2 and state["config"]["model"]["n_codebooks"] == 12
-    rc, out, err = cli(capsys, "export", tmp_path / "run" / "checkpoint.pt", "--out", tmp_path / "codec",
+    rc, _, err = cli(capsys, "export", tmp_path / "run" / "checkpoint.pt", "--out", tmp_path / "codec",
                        "--name", "trained-tiny", "--id", "902")
     assert rc == 0, err
-    rc, out, err = cli(capsys, "encode", data / "s0.flac", "-o", tmp_path / "x.nc", "--codec", tmp_path / "codec",
+    rc, _out, err = cli(capsys, "encode", data / "s0.flac", "-o", tmp_path / "x.nc", "--codec", tmp_path / "codec",
                        "--kbps", "3")
     assert rc == 0, err
     nc = neurocodec.info((tmp_path / "x.nc").read_bytes())

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..registry import build_model
-from ..torch_utils import pick_device, save_checkpoint
+from ..torch_utils import save_checkpoint, start_run
 from .io import list_audio, read_audio
 from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, waveform_l1
 from .models import AudioCodecModel, AudioModelConfig
@@ -61,6 +61,14 @@ class AudioTrainConfig:
     model: dict = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
 
+def crop(clip: np.ndarray, seg: int, rng: np.random.Generator) -> np.ndarray:
+    """A random seg-sample window of clip (zero-padded when the clip is shorter)."""
+    if len(clip) <= seg:
+        return np.pad(clip, (0, seg - len(clip)))
+    s = rng.integers(0, len(clip) - seg + 1)
+    return clip[s:s + seg]
+
+
 class SegmentSampler:
     """All files of each folder resampled once to the model rate (mono float32, in memory)."""
 
@@ -83,10 +91,7 @@ class SegmentSampler:
         self.shares = w / w.sum()
 
     def crop(self, clip: np.ndarray) -> np.ndarray:
-        if len(clip) <= self.seg:
-            return np.pad(clip, (0, self.seg - len(clip)))
-        s = self.rng.integers(0, len(clip) - self.seg + 1)
-        return clip[s:s + self.seg]
+        return crop(clip, self.seg, self.rng)
 
     def level(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
         rms = math.sqrt(float(np.mean(x * x)))
@@ -115,20 +120,9 @@ def losses(model: AudioCodecModel, fns: dict, x: torch.Tensor, cfg: AudioTrainCo
 
 
 def train(cfg: AudioTrainConfig, resume: bool = True) -> Path:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=out / "train.log", level=logging.INFO,
-                        format="%(asctime)s %(message)s", force=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    ckpt_path, state, init_state = out / "checkpoint.pt", None, None
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        cfg.model = state["config"]["model"]
-    elif cfg.init:
-        init_state = torch.load(cfg.init, map_location="cpu", weights_only=True)
-        cfg.model = init_state["config"]["model"]
+    device, ckpt_path, state, init_state = start_run(cfg.out, cfg.threads, cfg.device, resume, cfg.init)
+    if state or init_state:
+        cfg.model = (state or init_state)["config"]["model"]
     mcfg = AudioModelConfig.from_dict(cfg.model)
     cfg.model = {"arch": cfg.model.get("arch", "audio-rvq"), **mcfg.to_dict()}
     torch.manual_seed(cfg.seed + (state["step"] if state else 0))
@@ -138,7 +132,7 @@ def train(cfg: AudioTrainConfig, resume: bool = True) -> Path:
     sampler = SegmentSampler([Path(d) for d in cfg.data], cfg.weights, mcfg.sample_rate, seg,
                              cfg.val_files, rng)
     vrng = np.random.default_rng(1234)
-    val = torch.from_numpy(np.stack([SegmentSampler.crop(_Fixed(seg * 4, vrng), c) for c in sampler.val]))[:, None]
+    val = torch.from_numpy(np.stack([crop(c, seg * 4, vrng) for c in sampler.val]))[:, None]  # [V, 1, 4 seg]
 
     model = build_model(cfg.model["arch"], mcfg.to_dict()).to(device)
     fns = {"mel": MultiScaleMelLoss(mcfg.sample_rate, mag_weight=0.0).to(device),
@@ -201,13 +195,6 @@ def train(cfg: AudioTrainConfig, resume: bool = True) -> Path:
     log.info("done: step %d, %.1f min; val %s", step, elapsed / 60,
              json.dumps(validate(model, fns, val, cfg, device)))
     return ckpt_path
-
-
-class _Fixed:
-    """A stand-in sampler for validation crops (fixed length and generator)."""
-
-    def __init__(self, seg: int, rng: np.random.Generator):
-        self.seg, self.rng = seg, rng
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..registry import build_model
-from ..torch_utils import pick_device, save_checkpoint
+from ..torch_utils import save_checkpoint, start_run
 from .io import list_images, read_image
 from .models import ImageCodecModel, ImageModelConfig
 
@@ -85,22 +85,9 @@ def rd_loss(model: ImageCodecModel, x: torch.Tensor, q: torch.Tensor) -> tuple[t
 
 
 def train(cfg: TrainConfig, resume: bool = True) -> Path:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=out / "train.log", level=logging.INFO,
-                        format="%(asctime)s %(message)s", force=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    ckpt_path = out / "checkpoint.pt"
-    state = None
-    init_state = None
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        cfg.model = state["config"]["model"]
-    elif cfg.init:
-        init_state = torch.load(cfg.init, map_location="cpu", weights_only=True)
-        cfg.model = init_state["config"]["model"]
+    device, ckpt_path, state, init_state = start_run(cfg.out, cfg.threads, cfg.device, resume, cfg.init)
+    if state or init_state:
+        cfg.model = (state or init_state)["config"]["model"]
     mcfg = ImageModelConfig.from_dict(cfg.model)
     cfg.model = mcfg.to_dict()
     torch.manual_seed(cfg.seed)
