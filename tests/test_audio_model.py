@@ -201,3 +201,19 @@ def test_registered_as_audio_rvq():
     assert "audio-rvq" in model_names()
     m = build_model("audio-rvq", {**TINY, "strides": [2, 2], "activation": "elu"})
     assert isinstance(m, AudioCodecModel) and m.cfg.strides == (2, 2) and m.cfg.activation == "elu"
+
+
+def test_neg_si_sdr_is_scale_invariant_and_ignores_silent_references():
+    from neurocodec.audio.losses import neg_si_sdr
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 4000, generator=g)
+    noisy = x + 0.1 * torch.randn(2, 1, 4000, generator=g)
+    assert neg_si_sdr(noisy, x).item() == pytest.approx(-20, abs=0.5)
+    assert neg_si_sdr(3 * noisy, x).item() == pytest.approx(neg_si_sdr(noisy, x).item(), abs=1e-3)
+    silent = torch.zeros(1, 1, 4000)
+    both = neg_si_sdr(torch.cat([noisy[:1], torch.randn(1, 1, 4000, generator=g)]), torch.cat([x[:1], silent]))
+    assert both.item() == pytest.approx(neg_si_sdr(noisy[:1], x[:1]).item(), abs=1e-4)
+    y = torch.randn(2, 1, 4000, requires_grad=True)
+    neg_si_sdr(y, x).backward()
+    assert torch.isfinite(y.grad).all()

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..registry import build_model
 from ..torch_utils import save_checkpoint, start_run
 from .io import list_audio, read_audio
-from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, waveform_l1
+from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, neg_si_sdr, waveform_l1
 from .models import AudioCodecModel, AudioModelConfig
 
 log = logging.getLogger("neurocodec.train")
@@ -46,6 +46,7 @@ class AudioTrainConfig:
     mel_weight: float = 15.0
     stft_weight: float = 1.0
     wave_weight: float = 5.0
+    sisdr_weight: float = 0.0  # -SI-SDR (dB): the only term that rewards the right phase
     commit_weight: float = 0.25
     codebook_weight: float = 1.0
     restart_every: int = 100
@@ -116,6 +117,8 @@ def losses(model: AudioCodecModel, fns: dict, x: torch.Tensor, cfg: AudioTrainCo
              "codebook": out["codebook_loss"]}
     w = {"mel": cfg.mel_weight, "stft": cfg.stft_weight, "wave": cfg.wave_weight,
          "commit": cfg.commit_weight, "codebook": cfg.codebook_weight}
+    if cfg.sisdr_weight:
+        parts["neg_sisdr"], w["neg_sisdr"] = neg_si_sdr(out["x_hat"], x), cfg.sisdr_weight
     return sum(w[k] * v for k, v in parts.items()), {k: v.detach() for k, v in parts.items()}
 
 
