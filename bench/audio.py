@@ -232,8 +232,8 @@ def report(payload: dict, results: dict, name: str, codec) -> list[str]:
         t.append(["1.5 kbps speech: STOI ≥ 0.75", fmt(at15["stoi"], 3), verdict(at15["stoi"] >= 0.75)])
     t.append(["encode + decode ≥ 10× real time (2 cores)", f"{fmt(rtf, 1)}× (slowest set and rate)", verdict(rtf >= 10)])
     t.append(["file bitrate within 2 % of nominal (headers included)",
-              f"worst file {fmt(worst, 2)} % off (largest excess {fmt(over, 2)} %) over {len(all_rows)} files × rates; "
-              f"{saturated} more used all {codec.n_max} stages below their nominal rate", verdict(worst <= 2)])
+              (f"worst file {fmt(worst, 2)} % off (largest excess {fmt(over, 2)} %) over {len(all_rows)} files × rates; "
+              f"{saturated} more used all {codec.n_max} stages below their nominal rate"), verdict(worst <= 2)])
     ue = payload["usage_entropy"]
     t.append(["codebook usage entropy ≥ 90 % of max (speech test codes)", f"min {fmt(min(ue) * 100, 1)} %, mean {fmt(np.mean(ue) * 100, 1)} %",
               verdict(min(ue) >= 0.9)])
