@@ -127,6 +127,8 @@ def bad_inputs(codec_name: str) -> list[tuple[str, str]]:
             if r.returncode:
                 rows.append((name, f"exit {r.returncode}: `{r.stderr.strip()}`"))
                 continue
+            if not Path(d, "keep.nc").exists():
+                Path(d, "keep.nc").write_bytes(nc.read_bytes())  # for the corrupt-file cases below
             r = subprocess.run([*cli, "decode", str(nc), "-o", str(out), "-q", "--codec", codec_name],
                                check=False, capture_output=True, text=True)
             if r.returncode:
@@ -135,7 +137,7 @@ def bad_inputs(codec_name: str) -> list[tuple[str, str]]:
             y, _ = sf.read(str(out))
             rows.append((name, (f"decoded: {len(y)} samples (input {len(x)}), peak {np.abs(y).max():.3f}, "
                                f"rms {np.sqrt(np.mean(y ** 2)):.4f}, {nc.stat().st_size} bytes")))
-        data = bytearray(Path(d, "x.nc").read_bytes()) if Path(d, "x.nc").exists() else bytearray()
+        data = bytearray(Path(d, "keep.nc").read_bytes()) if Path(d, "keep.nc").exists() else bytearray()
         if data:
             for name, blob in (("truncated .nc", data[: len(data) // 2]),
                                ("bit-flipped .nc", data[:40] + bytes([data[40] ^ 4]) + data[41:])):
