@@ -87,7 +87,12 @@ packing (log2 K bits per code) of the same codes.
   + {tc['wave_weight']:g}·waveform L1 + {tc['commit_weight']:g}·commitment + {tc['codebook_weight']:g}·codebook; no adversarial
   stage (it does not pay off within CPU budgets). Quantizer dropout p={cfg.quantizer_dropout:g};
   dead codes (usage < {tc['restart_threshold']:g} of uniform) restarted every {tc['restart_every']} steps.
-- {tr['step']} steps in {tr['minutes']:.0f} min on CPU (2 threads of a 2-core AMD EPYC VM).
+- {tr['step']} steps in {tr['minutes']:.0f} min on CPU (2 threads of a 2-core AMD EPYC VM). The run was
+  resumed from its checkpoints three times: twice to change the time budget, and once to undo an
+  experiment: from step 2612 a −SI-SDR loss term (weight 1) was added to teach the decoder the
+  waveform's phase; near-silent padded clips made it spike and damage the weights (STOI on 3 test
+  files fell from ~0.83 to ~0.62), and in 300 more steps SI-SDR did not improve, so training went on
+  from the step-2612 checkpoint without it.
 - index priors fitted on the codes of {', '.join(f'{v:g} s of {Path(k).parent.name}/{Path(k).name}' for k, v in meta['priors']['seconds'].items())}.
 - command: `{cmd}`, then `neurocodec export runs/audio/checkpoint.pt --out codecs/{NAME} --name {NAME} --id {meta['id']} --default`
 
