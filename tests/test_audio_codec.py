@@ -275,20 +275,28 @@ def test_cli_train_export_encode(tmp_path, capsys):
     assert nc["kbps"] <= 3.0 and nc["codec_id"] == 902
 
 
+SPEECH = REPO.parent / "shared" / "data" / "audio" / "speech" / "test"
+
+
 def test_shipped_default_audio_codec_roundtrip():
+    """The shipped codec on a real speech clip: rate within 2 % below nominal, exact length,
+    and intelligible output (bench/results/audio.md: STOI 0.84 on average at 6 kbps)."""
     from neurocodec.registry import CodecNotFound, default_codec
 
     try:
         name = default_codec("audio")
     except CodecNotFound:
         pytest.skip("no audio codec installed")
-    x = tone(16000, 2.0, seed=7) + 0.05 * np.random.default_rng(7).standard_normal(32000).astype(np.float32)
-    data = neurocodec.encode(x, 16000, kbps=6)
-    info = neurocodec.info(data)
-    assert info["codec"] == name and 5.5 < info["kbps"] <= 6.0
-    y, sr = neurocodec.decode(data)
-    assert sr == 16000 and y.shape == x.shape
-    from neurocodec.audio.metrics import mel_distance
+    clips = sorted(SPEECH.glob("*.flac")) if SPEECH.is_dir() else []
+    if not clips:
+        pytest.skip("../shared/data/audio/speech/test is absent")
+    pytest.importorskip("pystoi")
+    from neurocodec.audio.metrics import stoi
 
-    noise = np.random.default_rng(8).standard_normal(len(x)).astype(np.float32) * x.std()
-    assert mel_distance(x, y, 16000) < 0.5 * mel_distance(x, noise, 16000)  # it learned something
+    x, sr = sf.read(str(clips[0]), dtype="float32")
+    data = neurocodec.encode(x, sr, kbps=6)
+    info = neurocodec.info(data)
+    assert info["codec"] == name and 6.0 * 0.98 <= info["kbps"] <= 6.0
+    y, sr2 = neurocodec.decode(data)
+    assert sr2 == sr and y.shape == x.shape
+    assert stoi(x, y, sr) > 0.7
