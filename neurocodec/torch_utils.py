@@ -38,6 +38,20 @@ def start_run(out: str | Path, threads: int, device: str, resume: bool, init: st
     return pick_device(device), ckpt_path, state, init_state
 
 
+def restore(model: torch.nn.Module, optimizers: dict, state: dict | None, init_state: dict | None) -> tuple:
+    """Load start_run()'s states: init weights, or the resumed model and optimizers (by their
+    key in the checkpoint). Returns (step, elapsed seconds) to continue from."""
+    if init_state:
+        model.load_state_dict(init_state["model"])
+    if not state:
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    for key, opt in optimizers.items():
+        opt.load_state_dict(state[key])
+    logging.getLogger("neurocodec.train").info("resumed at step %d (%.1f min)", state["step"], state["elapsed"] / 60)
+    return state["step"], state["elapsed"]
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary sibling, then rename: a crash never leaves half a checkpoint."""
     tmp = Path(path).with_suffix(".tmp")

@@ -174,6 +174,17 @@ def assert_cli_error(r) -> None:
 
 # ---------------------------------------------------------------- fixtures
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one intra-op thread, seeded (fast, repeatable small-model tests)."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def small_st_wz(tmp_path_factory):
     """(safetensors bytes, .wz bytes, tensors) of a small multi-dtype safetensors file."""

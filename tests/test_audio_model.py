@@ -17,13 +17,7 @@ TINY = {"channels": 4, "strides": (2, 2), "latent_dim": 8, "n_codebooks": 4, "co
         "codebook_dim": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(**kw) -> AudioCodecModel:

@@ -24,13 +24,7 @@ from weightzip.errors import FormatError
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def walk(rng, n_q: int, F: int, K: int, sigma: float = 6.0) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..registry import build_model
-from ..torch_utils import save_checkpoint, start_run
+from ..torch_utils import restore, save_checkpoint, start_run
 from .io import list_audio, read_audio
 from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, neg_si_sdr, waveform_l1
 from .models import AudioCodecModel, AudioModelConfig
@@ -141,14 +141,7 @@ def train(cfg: AudioTrainConfig, resume: bool = True) -> Path:
     fns = {"mel": MultiScaleMelLoss(mcfg.sample_rate, mag_weight=0.0).to(device),
            "stft": MultiResolutionSTFTLoss().to(device)}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99))
-    step, elapsed = 0, 0.0
-    if init_state:
-        model.load_state_dict(init_state["model"])
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed = state["step"], state["elapsed"]
-        log.info("resumed at step %d (%.1f min)", step, elapsed / 60)
+    step, elapsed = restore(model, {"opt": opt}, state, init_state)
     log.info("config %s", json.dumps(asdict(cfg)))
     log.info("device %s, threads %d, %s train clips, %d val clips, shares %s", device, torch.get_num_threads(),
              [len(s[0]) for s in sampler.sets], len(sampler.val), np.round(sampler.shares, 3).tolist())

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..registry import build_model
-from ..torch_utils import save_checkpoint, start_run
+from ..torch_utils import restore, save_checkpoint, start_run
 from .io import list_images, read_image
 from .models import ImageCodecModel, ImageModelConfig
 
@@ -105,15 +105,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> Path:
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    step, elapsed = 0, 0.0
-    if init_state:
-        model.load_state_dict(init_state["model"])
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
-        step, elapsed = state["step"], state["elapsed"]
-        log.info("resumed at step %d (%.1f min)", step, elapsed / 60)
+    step, elapsed = restore(model, {"opt": opt, "aux_opt": aux_opt}, state, init_state)
     log.info("config %s", json.dumps(asdict(cfg)))
     log.info("device %s, threads %d, %d train / %d val images", device, torch.get_num_threads(),
              len(sampler.images), len(val_paths))
