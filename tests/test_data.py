@@ -1,6 +1,6 @@
 """Real checkpoints from ../shared/data/weights (skipped when that folder is absent): every
-file round-trips at the default level (byte-exact; tensor-exact for torch .pt files), and so
-does the checkpoint-series folder as a whole."""
+file round-trips byte-exact at the default level (torch .pt files too, their storages coded as
+tensors), and so does the checkpoint-series folder as a whole."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -53,12 +53,13 @@ def test_file_roundtrip_byte_exact(tmp_path, src):
 
 
 @pytest.mark.parametrize("src", _params([p for p in FILES if p.suffix == ".pt"]))
-def test_torch_checkpoint_tensor_exact(tmp_path, src):
+def test_torch_checkpoint_byte_exact(tmp_path, src):
     import torch
     before = sha256_file(src)
     wz = weightzip.pack(src, tmp_path / (src.name + ".wz"), level="default")
     out = weightzip.unpack(wz, tmp_path / src.name)
-    assert sha256_file(src) == before
+    assert sha256_file(out) == before == sha256_file(src)
+    assert weightzip.info(wz)["source"] == "torch-zip"
     ref = torch.load(src, map_location="cpu", weights_only=True)
     got = torch.load(out, map_location="cpu", weights_only=True)
     assert type(got) is type(ref) or (isinstance(ref, OrderedDict) and isinstance(got, OrderedDict))

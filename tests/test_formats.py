@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import weightzip
-from conftest import (LEVELS, handmade_safetensors, raw, roundtrip, run_python, sha256_file,
+from conftest import (LEVELS, handmade_safetensors, raw, roundtrip, run_python, sha256_bytes, sha256_file,
                       torch_tensors, tree_hashes)
 
 
@@ -147,14 +147,16 @@ def test_verify_detects_a_different_original(tmp_path):
         weightzip.verify(wz1, st)
 
 
-def test_folder_unpack_replaces_existing_folder(tmp_path):
+def test_folder_unpack_into_existing_folder_keeps_other_files(tmp_path):
     src = make_hf_folder(tmp_path / "hf")
     wz = weightzip.pack(src, tmp_path / "hf.wz")
-    stale = tmp_path / "hf_out"
-    stale.mkdir()
-    (stale / "stale.txt").write_text("old")
-    weightzip.unpack(wz, stale)
-    assert tree_hashes(stale) == tree_hashes(src)
+    out = tmp_path / "hf_out"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's file")
+    weightzip.unpack(wz, out)
+    got = tree_hashes(out)
+    assert got.pop("mine.txt") == sha256_bytes(b"the user's file")
+    assert got == tree_hashes(src)
 
 
 def test_folder_with_symlinked_subfolder(tmp_path):

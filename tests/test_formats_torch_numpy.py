@@ -1,6 +1,7 @@
 """torch checkpoints (.pt/.pth/.bin) and numpy files (.npy/.npz), generated in tmp_path:
-tensors come back bit-exact with the same names, dtypes and shapes (pickle bytes may differ);
-.npy and np.savez files byte-exact, np.savez_compressed files tensor-exact."""
+torch checkpoints (zip and legacy) come back byte-exact (sha256), so torch loads the same
+objects, views and shared storages included (more in test_torch_pt.py); .npy and np.savez
+files byte-exact, np.savez_compressed files tensor-exact."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import weightzip
-from conftest import roundtrip, torch_tensors
+from conftest import roundtrip, sha256_file, torch_tensors
 
 
 # ------------------------------------------------------------------ torch checkpoints
@@ -50,6 +51,10 @@ def test_torch_checkpoint(tmp_path, legacy):
     src = tmp_path / "ckpt.pt"
     torch.save(obj, src, _use_new_zipfile_serialization=not legacy)
     wz, out = roundtrip(src, tmp_path)
+    assert sha256_file(out) == sha256_file(src)
+    assert weightzip.info(wz)["source"] == ("torch-legacy" if legacy else "torch-zip")
+    names = {e["name"] for e in weightzip.info(wz)["entries"] if e["kind"] == "tensor"}
+    assert {"state_dict.0.weight", "state_dict.embed.weight", "nested.t"} <= names  # coded, named
     back = torch.load(out, weights_only=True)
     assert_same_tree(back, obj)
     assert isinstance(back["state_dict"], OrderedDict)
@@ -63,8 +68,11 @@ def test_torch_views_and_bin_suffix(tmp_path):
     src = tmp_path / "pytorch_model.bin"
     torch.save(sd, src)
     _, out = roundtrip(src, tmp_path)
+    assert sha256_file(out) == sha256_file(src)
     back = torch.load(out, weights_only=True)
-    assert_same_tree(back, OrderedDict((k, v.contiguous()) for k, v in sd.items()))
+    assert_same_tree(back, sd)
+    assert back["col"].stride() == (6,)  # views and storage sharing survive
+    assert back["t"].untyped_storage().data_ptr() == back["full"].untyped_storage().data_ptr()
 
 
 def test_torch_checkpoint_with_empty_tensor(tmp_path):
@@ -73,6 +81,7 @@ def test_torch_checkpoint_with_empty_tensor(tmp_path):
     src = tmp_path / "e.pt"
     torch.save(sd, src)
     _, out = roundtrip(src, tmp_path)
+    assert sha256_file(out) == sha256_file(src)
     assert_same_tree(torch.load(out, weights_only=True), sd)
 
 

@@ -286,8 +286,10 @@ def test_failed_unpack_leaves_nothing_and_keeps_old_output(tmp_path, small_st_wz
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors.wz"]
     old = tmp_path / "m.safetensors"
     old.write_bytes(b"previous content")
-    with pytest.raises(weightzip.FormatError):
+    with pytest.raises(FileExistsError):
         weightzip.unpack(bad, old)
+    with pytest.raises(weightzip.FormatError):
+        weightzip.unpack(bad, old, overwrite=True)
     assert old.read_bytes() == b"previous content"
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "m.safetensors.wz"]
 
@@ -319,8 +321,10 @@ def test_failed_pack_leaves_nothing_and_keeps_old_output(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["c.pt"]
     dst = tmp_path / "c.pt.wz"
     dst.write_bytes(b"old archive")
-    with pytest.raises(ValueError):
+    with pytest.raises(FileExistsError):
         weightzip.pack(src, dst)
+    with pytest.raises(ValueError):
+        weightzip.pack(src, dst, overwrite=True)
     assert dst.read_bytes() == b"old archive"
     assert sorted(os.listdir(tmp_path)) == ["c.pt", "c.pt.wz"]
 

@@ -2,44 +2,24 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import io
 import json
 import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from . import inputs, torch_io
-from .container import Reader, Writer, slabs_of
+from .atomic import atomic_folder, atomic_path  # noqa: F401  (atomic_path: re-exported)
+from .container import Reader, Writer, check_threads, slabs_of
 from .dtypes import by_name, from_numpy, from_torch
 from .errors import FormatError
 
 PathLike = Union[str, os.PathLike]  # runtime alias: no `|` (Python 3.9)
 PROGRESS_MIN = 64 << 20  # show a progress bar from this many bytes on
-
-
-@contextmanager
-def atomic_path(dst: Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling of dst; it replaces dst only if the block succeeds."""
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists (use overwrite / --force)")
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        if dst.is_dir() and tmp.is_dir():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
 
 
 def _bar(total: int, desc: str, progress: bool | None):
@@ -54,15 +34,21 @@ def _source_size(src: Path) -> int:
 
 
 def pack(src: PathLike, dst: PathLike | None = None, level: str = "default",
-         threads: int | None = None, progress: bool | None = None, overwrite: bool = True) -> Path:
-    """Compress a .safetensors file, HF model folder, torch checkpoint or .npy/.npz into .wz."""
+         threads: int | None = None, progress: bool | None = None, overwrite: bool = False) -> Path:
+    """Compress a .safetensors file, HF model folder, torch checkpoint or .npy/.npz into .wz.
+
+    dst defaults to SRC.wz beside the source; an existing folder means SRC.wz inside it. An
+    existing dst is replaced only with overwrite=True (FileExistsError otherwise)."""
     src = Path(src)
+    check_threads(threads)
     if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or directory")
+        raise FileNotFoundError(errno.ENOENT, "no such file or folder", str(src))
     src_abs = src.resolve()
     dst = Path(dst) if dst is not None else src_abs.with_name(src_abs.name + ".wz")
+    if dst.is_dir():
+        dst = dst / (src_abs.name + ".wz")
     if dst.resolve() == src_abs or (src.is_dir() and src_abs in dst.resolve().parents):
-        raise ValueError("the output must not be the input or lie inside the input folder")
+        raise ValueError(f"{dst}: the output must not be the input or lie inside the input folder")
     with _bar(_source_size(src), f"pack {src.name}", progress) as bar, \
             atomic_path(dst, overwrite) as tmp, builtins.open(tmp, "wb") as f:
         w = Writer(f, level, threads, on_bytes=bar.update)
@@ -72,28 +58,15 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = "default",
             for p in inputs.walk_folder(src):
                 parts, how, meta = inputs.add_file(w, p)
                 files.append({"path": p.relative_to(src).as_posix(), "parts": parts, "as": how})
-        elif (obj := _checkpoint(src)) is not None:
-            source = {"kind": "torch", "tree": torch_io.add_checkpoint(w, obj)}
         elif (arrays := _npz_arrays(w, src)) is not None:
             source = {"kind": "npz-arrays", "arrays": arrays}
         else:
             parts, how, metadata = inputs.add_file(w, src)
             source = {"kind": how}
             files.append({"path": src.name, "parts": parts})
+        source["name"] = src_abs.name  # what unpack() restores by default
         w.finish(files, source, metadata)
     return dst
-
-
-def _is_safetensors(p: Path) -> bool:
-    with builtins.open(p, "rb") as f:
-        return inputs.safetensors_layout(f, p.stat().st_size) is not None
-
-
-def _checkpoint(p: Path) -> Any | None:
-    """A torch checkpoint's objects, or None (not a torch suffix, safetensors, or refused)."""
-    if p.suffix.lower() not in inputs.TORCH_SUFFIXES or _is_safetensors(p):
-        return None
-    return torch_io.load_checkpoint(p)
 
 
 def _npz_arrays(w: Writer, p: Path) -> list[dict] | None:
@@ -112,20 +85,31 @@ def _npz_arrays(w: Writer, p: Path) -> list[dict] | None:
 
 
 def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = None,
-           progress: bool | None = None, overwrite: bool = True) -> Path:
-    """Restore what pack() stored: the same bytes (or, for torch/npz-compressed, tensors)."""
+           progress: bool | None = None, overwrite: bool = False) -> Path:
+    """Restore what pack() stored: the same bytes (or, for npz-compressed and old torch .wz
+    files, the same tensors).
+
+    dst defaults to the packed file's or folder's original name, beside the .wz; an existing
+    folder as dst receives a packed file under its original name. A packed folder unpacked
+    into an existing folder writes only the files it restores: one that already exists is
+    replaced only with overwrite=True (checked before anything is written), and nothing else
+    in the folder is touched. A single output file is never replaced without overwrite=True."""
     src = Path(src)
+    check_threads(threads)
     with builtins.open(src, "rb") as f:
         r = Reader(f)
         kind = r.source.get("kind")
-        if dst is None:
-            if src.suffix != ".wz":
-                raise ValueError("cannot guess the output name: give dst (-o)")
-            dst = src.with_suffix("")
-        dst = Path(dst)
         if kind == "array":
             raise FormatError("this .wz holds an array from weightzip.compress(): use weightzip.decompress()")
+        dst = _unpack_target(src, r, None if dst is None else Path(dst))
         total = sum(e.nbytes for e in r.entries)
+        if kind == "folder":
+            with _bar(total, f"unpack {src.name}", progress) as bar, atomic_folder(dst, overwrite) as tmp:
+                for fd in r.files:
+                    out = _safe_join(tmp, fd["path"])
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    _write_parts(r, fd["parts"], out, threads, bar)
+            return dst
         with _bar(total, f"unpack {src.name}", progress) as bar, atomic_path(dst, overwrite) as tmp:
             if kind == "torch":
                 obj = _from_index(lambda: torch_io.rebuild(
@@ -135,17 +119,31 @@ def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = Non
                 arrays = _from_index(lambda: {a["name"]: _npz_array(r, a, threads) for a in r.source["arrays"]})
                 with builtins.open(tmp, "wb") as fo:  # a file object: numpy adds no suffix
                     np.savez_compressed(fo, **arrays)
-            elif kind == "folder":
-                tmp.mkdir()
-                for fd in r.files:
-                    out = _safe_join(tmp, fd["path"])
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    _write_parts(r, fd["parts"], out, threads, bar)
             else:
                 if len(r.files) != 1:
                     raise FormatError("corrupt index: expected exactly one file")
                 _write_parts(r, r.files[0]["parts"], tmp, threads, bar)
     return dst
+
+
+_OLD_SUFFIX = {"torch": ".pt", "npz-arrays": ".npz"}  # .wz files from before the name was stored
+
+
+def _unpack_target(src: Path, r: Reader, dst: Path | None) -> Path:
+    """Where unpack() writes: dst, dst/NAME for an existing folder, or NAME beside the .wz,
+    NAME being the original file or folder name stored at pack time."""
+    kind = r.source.get("kind")
+    name = r.source.get("name")
+    if name is None and kind != "folder" and len(r.files) == 1:
+        name = r.files[0].get("path")
+    stem = src.name[:-3] if src.name.lower().endswith(".wz") else ""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        name = stem + ("" if Path(stem).suffix else _OLD_SUFFIX.get(kind, ""))
+    if dst is not None:
+        return dst / name if dst.is_dir() and kind != "folder" and name else dst
+    if not name or name == src.name:
+        raise ValueError(f"{src}: cannot guess the output name: give one with -o")
+    return src.with_name(name)
 
 
 def _from_index(build):
@@ -271,8 +269,10 @@ def _as_bytes(name: str, t: Any) -> tuple[Any, tuple[int, ...], memoryview]:
 
 
 def save(tensors: Mapping[str, Any], path: PathLike, level: str = "default",
-         metadata: Mapping[str, str] | None = None, threads: int | None = None) -> Path:
-    """Write tensors to .wz; unpack() of it yields a valid .safetensors file."""
+         metadata: Mapping[str, str] | None = None, threads: int | None = None,
+         overwrite: bool = False) -> Path:
+    """Write tensors to .wz; unpack() of it yields a valid .safetensors file. An existing
+    path is replaced only with overwrite=True."""
     items = [(name, *_as_bytes(name, t)) for name, t in tensors.items()]
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     off = 0
@@ -282,7 +282,7 @@ def save(tensors: Mapping[str, Any], path: PathLike, level: str = "default",
     js = json.dumps(header, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 8)  # safetensors pads the header to 8 bytes
     path = Path(path)
-    with atomic_path(path) as tmp, builtins.open(tmp, "wb") as f:
+    with atomic_path(path, overwrite) as tmp, builtins.open(tmp, "wb") as f:
         w = Writer(f, level, threads)
         parts = [w.add_blob(len(js).to_bytes(8, "little") + js)]
         parts += [w.add_tensor(name, dt, shape, slabs_of(buf)) for name, dt, shape, buf in items]

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from . import api, inspect
-from .errors import FormatError
+from . import api, clitools, inspect
+from .container import LEVELS
 
 
 def _size(n: float) -> str:
@@ -36,61 +35,67 @@ def _print_info(d: dict) -> None:
         print(f"{'(other bytes)':<{w}}  {'':<7} {'':<18} {b:>10} -> {s:>10}  {100 * s / max(b, 1):6.2f}%")
     print(f"total: {len(rows)} tensors, {_size(d['total_bytes'])} -> {_size(d['file_bytes'])} "
           f"({100 * d['ratio']:.2f}% incl. container)")
+    print("checksums: all chunks verified" if d.get("verified") else
+          "checksums: NOT verified (--no-verify); run `weightzip verify` to check")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="weightzip", description="Lossless compression of model weights.")
+    p = argparse.ArgumentParser(prog="weightzip", description="Lossless compression of model weights.",
+                                epilog=clitools.EPILOG)
     sub = p.add_subparsers(dest="cmd", required=True)
-    pk = sub.add_parser("pack", help="compress a .safetensors / HF folder / .pt / .npy / .npz")
+    pk = sub.add_parser("pack", help="compress a .safetensors / HF folder / .pt / .npy / .npz",
+                        epilog="The output defaults to SRC.wz beside SRC (inside -o if -o is a folder).")
     pk.add_argument("src")
-    pk.add_argument("-o", "--output")
-    pk.add_argument("--level", choices=["fast", "default", "max"], default="default")
-    un = sub.add_parser("unpack", help="restore the original file(s) from a .wz")
+    pk.add_argument("-o", "--output", help="output .wz file, or an existing folder to write SRC.wz into")
+    pk.add_argument("--level", choices=list(LEVELS), default="default")
+    un = sub.add_parser("unpack", help="restore the original file(s) from a .wz",
+                        epilog="The output defaults to the original file or folder name, beside the .wz. "
+                        "A packed folder unpacked into an existing folder writes only the files it "
+                        "restores; other files there are never touched.")
     un.add_argument("src")
-    un.add_argument("-o", "--output")
+    un.add_argument("-o", "--output", help="output file or folder (an existing folder receives a packed "
+                    "file under its original name)")
     for s in (pk, un):
-        s.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
-        s.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+        s.add_argument("--threads", type=clitools.positive_int, default=None,
+                       help="worker threads, >= 1 (default: all cores)")
+        s.add_argument("-f", "--force", action="store_true",
+                       help="replace an existing output file (unpack into a folder: replace only the "
+                       "files the archive restores)")
         s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    inf = sub.add_parser("info", help="per-tensor table: dtype, shape, sizes, ratio, codecs")
+    inf = sub.add_parser("info", help="per-tensor table: dtype, shape, sizes, ratio, codecs (checksums verified)")
     inf.add_argument("file")
     inf.add_argument("--json", action="store_true")
+    inf.add_argument("--no-verify", action="store_true",
+                     help="read only the index (fast); the table is then not checked against the data")
+    inf.add_argument("--threads", type=clitools.positive_int, default=None)
     ver = sub.add_parser("verify", help="check checksums, and equality with ORIGINAL if given")
     ver.add_argument("file")
     ver.add_argument("original", nargs="?")
-    ver.add_argument("--threads", type=int, default=None)
+    ver.add_argument("--threads", type=clitools.positive_int, default=None)
     a = p.parse_args(argv)
-    try:
-        if a.cmd in ("pack", "unpack"):
-            t0 = time.perf_counter()
-            fn = api.pack if a.cmd == "pack" else api.unpack
-            kw = {"level": a.level} if a.cmd == "pack" else {}
-            progress = False if a.quiet else None
-            out = fn(a.src, a.output, threads=a.threads, progress=progress, overwrite=a.force, **kw)
-            if not a.quiet:
-                src = Path(a.src)
-                n_in = api._source_size(src)
-                n_out = api._source_size(out)
-                packed, plain = (n_out, n_in) if a.cmd == "pack" else (n_in, n_out)
-                print(f"{a.src} -> {out}: {_size(n_in)} -> {_size(n_out)} "
-                      f"(packed = {100 * packed / max(plain, 1):.2f}% of original) "
-                      f"in {time.perf_counter() - t0:.2f} s")
-        elif a.cmd == "info":
-            d = inspect.info(a.file)
-            print(json.dumps(d, indent=1)) if a.json else _print_info(d)
-        else:
-            print(inspect.verify(a.file, a.original, a.threads))
-        return 0
-    except BrokenPipeError:  # output piped into e.g. `head`: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except (FormatError, ValueError, OSError, ImportError, KeyError) as e:
-        msg = e.strerror + f": {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else e
-        print(f"weightzip: error: {msg}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("weightzip: interrupted", file=sys.stderr)
-        return 130
+    return clitools.run("weightzip", lambda: _command(a), (ValueError, OSError, ImportError, KeyError))
+
+
+def _command(a: argparse.Namespace) -> int:
+    if a.cmd in ("pack", "unpack"):
+        t0 = time.perf_counter()
+        fn = api.pack if a.cmd == "pack" else api.unpack
+        kw = {"level": a.level} if a.cmd == "pack" else {}
+        progress = False if a.quiet else None
+        out = fn(a.src, a.output, threads=a.threads, progress=progress, overwrite=a.force, **kw)
+        if not a.quiet:
+            n_in = api._source_size(Path(a.src))
+            n_out = api._source_size(out)
+            packed, plain = (n_out, n_in) if a.cmd == "pack" else (n_in, n_out)
+            print(f"{a.src} -> {out}: {_size(n_in)} -> {_size(n_out)} "
+                  f"(packed = {100 * packed / max(plain, 1):.2f}% of original) "
+                  f"in {time.perf_counter() - t0:.2f} s")
+    elif a.cmd == "info":
+        d = inspect.info(a.file, verify=not a.no_verify, threads=a.threads)
+        print(json.dumps(d, indent=1)) if a.json else _print_info(d)
+    else:
+        print(inspect.verify(a.file, a.original, a.threads))
+    return 0
 
 
 if __name__ == "__main__":

@@ -63,8 +63,15 @@ class Entry:
         return d
 
 
+def check_threads(threads: int | None) -> int | None:
+    """None (all cores) or a positive int; anything else (0, -1, 2.5, True) is a ValueError."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer (or None for all cores), not {threads!r}")
+    return threads
+
+
 def _threads(threads: int | None) -> int:
-    return 0 if threads is None else max(1, int(threads))
+    return 0 if check_threads(threads) is None else int(threads)
 
 
 class Writer:
@@ -149,6 +156,31 @@ def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterato
         yield view
 
 
+NAME_MAX = 255  # bytes per path component (Linux, macOS, Windows): a longer name is no file's
+
+
+def _check_name(name: str) -> None:
+    """A name from the index that unpack() turns into a file name: encodable, no NUL byte, no
+    component longer than NAME_MAX (pack() never stores one; the OS would refuse it)."""
+    if not isinstance(name, str) or "\x00" in name or \
+            any(len(part) > NAME_MAX for part in name.encode("utf-8").split(b"/")):
+        raise FormatError(f"corrupt index (file name {str(name)[:40]!r})")
+
+
+def _check_source(source: dict, entries: list[Entry]) -> None:
+    """The parts of `source` that unpack()/decompress() use directly, by kind (docs/format.md)."""
+    kind = source.get("kind")
+    if not isinstance(kind, str):
+        raise FormatError("corrupt index (source kind)")
+    if isinstance(source.get("name"), str):
+        _check_name(source["name"])
+    if kind == "array" and (len(entries) != 1 or entries[0].kind != "tensor"):
+        raise FormatError("corrupt index (an array frame holds exactly one tensor)")
+    if kind == "npz-arrays":
+        for a in source["arrays"]:
+            _check_name(a["name"])  # becomes a member name of the rebuilt .npz
+
+
 class Reader:
     """Parses and validates the index of a .wz file; decodes entries on demand."""
 
@@ -213,6 +245,8 @@ class Reader:
                 if not isinstance(fdesc["path"], str) or any(
                         not isinstance(i, int) or not 0 <= i < len(self.entries) for i in fdesc["parts"]):
                     raise FormatError("corrupt file list")
+                _check_name(fdesc["path"])
+            _check_source(self.source, self.entries)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             if isinstance(e, FormatError):
                 raise
@@ -244,6 +278,10 @@ class Reader:
             e.shape = tuple(int(s) for s in d["shape"])
             if any(s < 0 for s in e.shape) or by_name(e.dtype).itemsize * int(np.prod(e.shape, dtype=object)) != nbytes:
                 raise FormatError(f"corrupt index (tensor {e.name!r} shape/size)")
+            # An empty tensor's other dims are unchecked by its size; numpy refuses shapes whose
+            # nonzero dims multiply past int64, so such a shape is corrupt, not an empty tensor.
+            if by_name(e.dtype).itemsize * int(np.prod([s for s in e.shape if s], dtype=object)) >= 1 << 63:
+                raise FormatError(f"corrupt index (tensor {e.name!r} shape)")
         elif e.kind != "blob":
             raise FormatError(f"unknown entry kind {e.kind!r}")
         return e

@@ -15,10 +15,11 @@ from typing import BinaryIO
 
 import numpy as np
 
+from . import torch_zip
 from .container import Writer, slabs_from_file
 from .dtypes import BY_NAME, from_numpy
+from .errors import FormatError
 
-TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 MAX_ST_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 
 
@@ -167,6 +168,35 @@ def add_npz_arrays(w: Writer, path: Path) -> list[dict]:
     return arrays
 
 
+def torch_layout(f: BinaryIO, size: int) -> tuple[str, list[tuple]] | None:
+    """("torch-zip" | "torch-legacy", storage spans) of a torch checkpoint, found by content
+    whatever the suffix; None when f is not one or does not parse (then it is stored some
+    other way, byte-exact all the same: pack never fails on a strange checkpoint)."""
+    try:
+        return torch_zip.layout(f, size)
+    except FormatError:
+        return None
+
+
+def add_torch(w: Writer, f: BinaryIO, size: int) -> tuple[list[int], str] | None:
+    """Byte-exact split of a torch checkpoint (spec: docs/format.md): each storage a tensor
+    entry coded by its dtype and named by a tensor using it; the rest (zip records, pickles,
+    padding) blobs between them."""
+    found = torch_layout(f, size)
+    if found is None:
+        return None
+    how, spans = found
+    parts, pos = [], 0
+    for begin, end, name, dtype, shape in spans:
+        if begin > pos:
+            parts.append(_blob_range(w, f, pos, begin))
+        parts.append(_tensor_range(w, f, name, dtype, shape, begin, end - begin))
+        pos = end
+    if size > pos or not parts:
+        parts.append(_blob_range(w, f, pos, size))
+    return parts, how
+
+
 def add_file(w: Writer, path: Path) -> tuple[list[int], str, dict]:
     """Store one file; returns (parts, how it was split, safetensors metadata)."""
     size = path.stat().st_size
@@ -178,6 +208,8 @@ def add_file(w: Writer, path: Path) -> tuple[list[int], str, dict]:
             parts = add_npz(w, f, size)
             if parts is not None:
                 return parts, "npz", {}
+        elif (pt := add_torch(w, f, size)) is not None:
+            return pt[0], pt[1], {}
         if suffix == ".safetensors" or suffix not in {".npz", ".npy"}:
             st = add_safetensors(w, f, size)
             if st is not None:
