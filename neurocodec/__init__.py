@@ -3,11 +3,17 @@
     data = neurocodec.encode(img)            # uint8 HxWx3 -> .nc bytes
     img = neurocodec.decode(data)            # -> uint8 HxWx3
     codec = neurocodec.load_codec("hyperprior")
+    neurocodec.encode_file("p.png")          # -> p.nc;  decode_file("p.nc") -> p.decoded.png
+
+Errors: everything decode() raises for a file it cannot decode is a NcFormatError (a
+ValueError); bad inputs to encode() are ValueErrors; existing outputs are never replaced
+without overwrite=True (FileExistsError).
 """
 __version__ = "0.2.0"
 
-from .api import decode, encode, info, list_codecs, load_codec
+from .api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
 from .bitstream import NcFormatError
-from .registry import CodecNotFound
+from .registry import CodecNotFound, UnknownCodecId
 
-__all__ = ["CodecNotFound", "NcFormatError", "decode", "encode", "info", "list_codecs", "load_codec"]
+__all__ = ["CodecNotFound", "NcFormatError", "UnknownCodecId", "decode", "decode_file", "encode", "encode_file",
+           "info", "list_codecs", "load_codec"]

@@ -7,6 +7,7 @@ arrays are [samples] (mono) or [samples, channels], as soundfile reads them.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -16,7 +17,8 @@ from .registry import default_codec, list_codecs, load_by_id, load_codec, meta_b
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["decode", "encode", "info", "list_codecs", "load_codec"]
+__all__ = ["decode", "decode_file", "encode", "encode_file", "info", "list_codecs", "load_codec",
+           "default_decoded_path", "NcFormatError"]
 
 
 def _is_audio_path(x: Any) -> bool:
@@ -38,6 +40,8 @@ def encode(data: Any, sr: int | None = None, codec: str | None = None, quality: 
     codec: a codec name or folder (default: the default codec of that kind).
     """
     if sr is not None or _is_audio_path(data):
+        if quality is not None or refine_steps:
+            raise ValueError("quality and refine_steps are for images; audio takes kbps")
         from .audio.codec import encode_file
 
         c = load_codec(codec or default_codec("audio"))
@@ -46,14 +50,17 @@ def encode(data: Any, sr: int | None = None, codec: str | None = None, quality: 
         if sr is None:
             return encode_file(c, data, kbps=kbps, progress=progress)
         return c.encode(data, sr, kbps=kbps, progress=progress)
+    if kbps is not None:
+        raise ValueError("kbps is for audio (a .wav/.flac/... path, or an array with its sample rate sr)")
+    c = load_codec(codec or default_codec("image"))
+    if c.kind != "image":
+        raise ValueError(f"codec {c.name!r} is an {c.kind} codec: pass audio with its sample rate (sr=)")
+    c.check_encode_args(quality, refine_steps)  # before reading: a bad argument warns about nothing
     if isinstance(data, (str, os.PathLike)):
         from .image.io import read_image
 
         rgb, channels = read_image(data)
         data = rgb if channels != 1 else rgb[:, :, 0]
-    c = load_codec(codec or default_codec("image"))
-    if c.kind != "image":
-        raise ValueError(f"codec {c.name!r} is an {c.kind} codec: pass audio with its sample rate (sr=)")
     return c.encode(np.asarray(data), quality=quality, refine_steps=refine_steps)
 
 
@@ -93,3 +100,73 @@ def info(data: bytes | bytearray | memoryview) -> dict:
         out["bpp"] = 8 * total / (nc.shape[0] * nc.shape[1])
     return out
 
+
+
+def encode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = None,
+                quality: int | None = None, refine_steps: int = 0, kbps: float | None = None,
+                progress: bool = False, overwrite: bool = False) -> Path:
+    """Encode an image or audio file to a .nc file; returns its path.
+
+    dst defaults to SRC with the suffix .nc (an existing folder: SRC's name with .nc inside
+    it). An existing dst is replaced only with overwrite=True; dst is checked before the work."""
+    from weightzip.atomic import check_writable
+
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(2, "no such file", str(src))
+    out = _output(src, dst, ".nc")
+    check_writable(out, overwrite)
+    data = encode(src, codec=codec, quality=quality, refine_steps=refine_steps, kbps=kbps, progress=progress)
+    from .bitstream import write_atomic
+
+    return write_atomic(out, data, overwrite)
+
+
+def default_decoded_path(nc_path: PathLike, suffix: str) -> Path:
+    """p.nc -> p.decoded.png (or .wav): never the name of the file that was encoded."""
+    p = Path(nc_path)
+    stem = p.name[:-3] if p.name.lower().endswith(".nc") else p.name
+    return p.with_name(f"{stem}.decoded{suffix}")
+
+
+def decode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = None,
+                progress: bool = False, overwrite: bool = False) -> Path:
+    """Decode a .nc file to an image (PNG, or the lossless format dst's suffix names) or an
+    audio file (WAV/FLAC); returns the output path.
+
+    dst defaults to SRC's stem + ".decoded.png" / ".decoded.wav" beside it (p.nc ->
+    p.decoded.png), so the original p.png is never overwritten. An existing dst is replaced
+    only with overwrite=True; dst (suffix, folder) is checked before any decoding work."""
+    from weightzip.atomic import check_writable
+
+    src = Path(src)
+    nc = NcFile.from_bytes(src.read_bytes())
+    c = codec_for(nc, codec)
+    if c.kind == "audio":
+        from .audio.codec import decode_to_file
+        from .audio.io import check_output_path
+
+        out = _output(src, dst, ".wav", decoded=True)
+        check_output_path(out)
+        check_writable(out, overwrite)
+        decode_to_file(c, nc, out, progress=progress, overwrite=overwrite)
+        return out
+    from .image.io import check_image_output, write_image
+
+    out = _output(src, dst, ".png", decoded=True)
+    check_image_output(out, shape=nc.shape)
+    check_writable(out, overwrite)
+    write_image(out, c.decode_nc(nc), overwrite=overwrite)
+    return out
+
+
+def _output(src: Path, dst: PathLike | None, suffix: str, decoded: bool = False) -> Path:
+    """dst, or the default name beside src (inside dst if dst is an existing folder); never
+    src itself."""
+    name = default_decoded_path(src, suffix) if decoded else src.with_suffix(suffix)
+    out = Path(dst) if dst is not None else name
+    if out.is_dir():
+        out = out / name.name
+    if out.exists() and os.path.samefile(out, src):
+        raise ValueError(f"{out}: the output would overwrite the input (choose another name with -o)")
+    return out

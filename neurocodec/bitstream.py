@@ -31,7 +31,9 @@ MAX_VALUE = 1 << 40  # any shape value or length beyond this is a corrupt header
 
 
 class NcFormatError(ValueError):
-    """Not a valid .nc file: wrong magic, newer version, corrupt or truncated."""
+    """Not a valid .nc file: wrong magic, newer version, corrupt or truncated, or streams a
+    codec cannot decode. The one error family of neurocodec.decode() for a bad file (the
+    codecs' own decode errors subclass it)."""
 
 
 def _hash32(data: bytes) -> int:
@@ -147,11 +149,12 @@ class NcFile:
         return cls(codec_id, quality, tuple(shape), streams, buf[3])
 
 
-def write_atomic(path, data: bytes) -> Path:
-    """Write to a temp file in the same folder, then rename: never a half-written output."""
-    from weightzip.api import atomic_path
+def write_atomic(path, data: bytes, overwrite: bool = False) -> Path:
+    """Write to a temp file in the same folder, then rename: never a half-written output.
+    An existing file is replaced only with overwrite=True."""
+    from weightzip.atomic import atomic_path
 
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite) as tmp:
         tmp.write_bytes(data)
     return path

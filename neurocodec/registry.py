@@ -20,12 +20,19 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from .bitstream import NcFormatError
+
 _KINDS: dict[str, Any] = {}
 _MODELS: dict[str, Callable[..., Any]] = {}
 
 
 class CodecNotFound(LookupError):
-    pass
+    """No codec of that name, folder or kind is installed."""
+
+
+class UnknownCodecId(CodecNotFound, NcFormatError):
+    """A .nc file names a codec id this installation does not have. Also an NcFormatError,
+    so that everything decode() raises for a file it cannot decode is one family."""
 
 
 def register_kind(kind: str) -> Callable[[type], type]:
@@ -123,7 +130,7 @@ def meta_by_id(codec_id: int) -> dict:
     for meta in _scan().values():
         if meta["id"] == codec_id:
             return meta
-    raise CodecNotFound(f"this file needs codec id {codec_id}, which this installation does not have "
+    raise UnknownCodecId(f"this file needs codec id {codec_id}, which this installation does not have "
                         f"(installed: {', '.join(str(m['id']) + '=' + m['name'] for m in list_codecs()) or 'none'})")
 
 

@@ -32,10 +32,30 @@ def start_run(out: str | Path, threads: int, device: str, resume: bool, init: st
         torch.set_num_threads(threads)
     ckpt_path, state, init_state = out / "checkpoint.pt", None, None
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(ckpt_path)
     elif init:
-        init_state = torch.load(init, map_location="cpu", weights_only=True)
+        init_state = load_checkpoint(init)
     return pick_device(device), ckpt_path, state, init_state
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint (torch.load with weights_only=True: nothing is unpickled beyond
+    tensors and plain containers). Anything else, a pickle that would run code included, is a
+    one-line ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "no such file", str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, zip errors...
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: not a neurocodec training checkpoint (refused by torch.load with "
+                         f"weights_only=True: {reason[:200]})") from None
+    ok = isinstance(state, dict) and isinstance(state.get("config"), dict) and \
+        isinstance(state["config"].get("model"), dict) and isinstance(state.get("model"), dict)
+    if not ok:
+        raise ValueError(f"{path}: not a neurocodec training checkpoint (no config/model entries)")
+    return state
 
 
 def restore(model: torch.nn.Module, optimizers: dict, state: dict | None, init_state: dict | None) -> tuple:

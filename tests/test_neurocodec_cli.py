@@ -183,25 +183,26 @@ def test_default_output_names(tiny, tmp_path, capsys, monkeypatch):
     os.replace("x.nc", "d/x.nc")
     rc, out, err = cli(capsys, "decode", str(Path("d", "x.nc")), "--codec", tiny)
     assert rc == 0, err
-    assert out == f"{Path('d', 'x.png')}: 12x10\n"
-    with Image.open("d/x.png") as im:
+    assert out == f"{Path('d', 'x.decoded.png')}: 12x10\n"  # never the encoded file's own name
+    with Image.open("d/x.decoded.png") as im:
         assert im.size == (12, 10)
-    assert sorted(os.listdir("d")) == ["x.nc", "x.png"]
+    assert sorted(os.listdir("d")) == ["x.decoded.png", "x.nc"]
 
 
 def test_output_never_replaces_the_input(tiny, tmp_path, capsys, nc_file):
-    # A .nc named *.png: the default output name is the input itself.
+    # A .nc named *.png, decoded onto itself (even with --force).
     fake = tmp_path / "fake.png"
     fake.write_bytes(nc_file.read_bytes())
     before = sha256(fake)
-    assert_error(cli(capsys, "decode", fake, "--codec", tiny), "overwrite")
     assert_error(cli(capsys, "decode", fake, "--codec", tiny, "-o", fake), "overwrite")
+    assert_error(cli(capsys, "decode", fake, "--codec", tiny, "-o", fake, "--force"), "overwrite")
     assert sha256(fake) == before
     # An image named *.nc, likewise for encode.
     img = tmp_path / "pic.nc"
     smooth_image(8, 8).save(img, format="PNG")
     before = sha256(img)
     assert_error(cli(capsys, "encode", img, "--codec", tiny), "overwrite")
+    assert_error(cli(capsys, "encode", img, "--codec", tiny, "--force"), "overwrite")
     assert sha256(img) == before
     assert sorted(os.listdir(tmp_path)) == ["fake.png", "pic.nc"]
 
@@ -305,11 +306,17 @@ def test_unknown_codec_name(tiny, tmp_path, capsys, nc_file):
     assert sorted(os.listdir(tmp_path)) == ["a.png"]
 
 
-@pytest.mark.parametrize("q", [TINY_QUALITIES, 99, -1])
+@pytest.mark.parametrize("q", [TINY_QUALITIES, 99])
 def test_quality_out_of_range(tiny, tmp_path, capsys, q):
     smooth_image(8, 8, "RGBA").save(tmp_path / "a.png")  # RGBA: no alpha warning before the error
     assert_error(cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "--quality", q), "quality")
     assert sorted(os.listdir(tmp_path)) == ["a.png"]
+
+
+def test_negative_quality_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["encode", "a.png", "--quality", "-1"])
+    assert e.value.code == 2
 
 
 def test_usage_errors_exit_2(capsys):
@@ -327,7 +334,7 @@ def test_failed_decode_leaves_existing_output(tiny, tmp_path, capsys, nc_file, m
     out.write_bytes(b"previous contents")
     bad = tmp_path / "bad.nc"
     bad.write_bytes(nc_file.read_bytes()[:-3])
-    assert_error(cli(capsys, "decode", bad, "--codec", tiny, "-o", out))
+    assert_error(cli(capsys, "decode", bad, "--codec", tiny, "-o", out, "-f"))
     assert out.read_bytes() == b"previous contents"
 
     # The PNG writer dies half way: the temp file goes, the old output stays.
@@ -340,15 +347,15 @@ def test_failed_decode_leaves_existing_output(tiny, tmp_path, capsys, nc_file, m
     before = sha256(good)
     with monkeypatch.context() as m:
         m.setattr(Image.Image, "save", broken_save)
-        assert_error(cli(capsys, "decode", good, "--codec", tiny, "-o", out), "no space")
+        assert_error(cli(capsys, "decode", good, "--codec", tiny, "-o", out, "-f"), "no space")
     assert out.read_bytes() == b"previous contents"
     assert sha256(good) == before
     assert sorted(os.listdir(tmp_path)) == ["bad.nc", "good.nc", "out.png"]  # no .out.png.*.tmp
 
     # Output is a folder: the rename fails, nothing is left behind.
     (tmp_path / "dir.png").mkdir()
-    assert_error(cli(capsys, "decode", good, "--codec", tiny, "-o", tmp_path / "dir.png"))
-    assert (tmp_path / "dir.png").is_dir() and not os.listdir(tmp_path / "dir.png")
+    assert cli(capsys, "decode", good, "--codec", tiny, "-o", tmp_path / "dir.png")[0] == 0  # into it
+    assert os.listdir(tmp_path / "dir.png") == ["good.decoded.png"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
     assert sha256(good) == before
 
@@ -359,14 +366,14 @@ def test_failed_encode_leaves_existing_output(tiny, tmp_path, capsys, monkeypatc
     smooth_image(16, 16).save(tmp_path / "a.png")
     out = tmp_path / "a.nc"
     out.write_bytes(b"previous contents")
-    assert_error(cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "--quality", 50, "-o", out))
+    assert_error(cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "--quality", 50, "-o", out, "-f"))
 
     def broken_replace(src, dst):
         raise OSError(5, "Input/output error")
 
     with monkeypatch.context() as m:
         m.setattr(wz_api.os, "replace", broken_replace)  # the shared atomic writer
-        assert_error(cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "-o", out), "input/output")
+        assert_error(cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "-o", out, "-f"), "input/output")
     assert out.read_bytes() == b"previous contents"
     assert sorted(os.listdir(tmp_path)) == ["a.nc", "a.png"]
 

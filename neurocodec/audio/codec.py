@@ -3,9 +3,16 @@
 
 File layout (.nc, docs/nc_format.md): shape = (sample rate, samples, channels) of the input;
 quality = nominal kbps * 10 (informational); streams:
-  0      varint T24 (samples at the model rate), then per channel the varint e: e/1024 RVQ
-         stages per frame on average (rate control; index_model.stages_per_frame)
+  0      the parameters (params.py): T24 (samples at the model rate), per channel e (e/1024 RVQ
+         stages per frame on average: rate control, index_model.stages_per_frame), then the
+         input's sample format and a gain per channel (absent in this release's first files)
   1..C   the entropy-coded RVQ indices of each channel (index_model.IndexPriors)
+
+Level: the decoder's output is multiplied per channel by a gain the encoder measured (the
+input's RMS over the decoded output's, both at the input's rate, 0.25 dB steps). The shipped
+model's decoder is systematically quiet (-3 to -4 dB on speech: it never learned the phase,
+so its waveform L1 loss taught it to shrink loud passages); the gain restores the level
+whatever the model, at one byte per channel, counted in the rate budget.
 
 Channels are coded independently with the mono model and share the nominal rate equally
 (kbps is the whole file's rate, as opusenc's --bitrate); input at other rates is resampled to
@@ -24,36 +31,48 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..bitstream import NcFile, NcFormatError, _read_varint, _varint
+from ..bitstream import NcFile
 from ..registry import build_model, register_kind
 from ..torch_utils import one_intra_op_thread
-from .index_model import SEG_LENS, IndexPriors, stage_mask
-from .io import AudioInputError, StreamResampler, check_finite
+from .checks import (
+    MAX_CHANNELS,
+    MAX_SECONDS,
+    AudioFormatError,
+    AudioInputError,
+    check_kbps,
+    check_signal,
+    signal_problem,
+)
+from .index_model import IndexPriors, stage_mask
+from .io import DEFAULT_SUBTYPE, SUBTYPE_CODES, PowerMeter, StreamResampler, check_finite, subtype_of_array
 from .models import AudioModelConfig
+from .params import AudioParams, gain_code, parse_params
+from .ratecontrol import fit_stages
 from .stream import CHUNK_FRAMES, decode_stream, encode_stream
 
-MAX_CHANNELS = 16
+__all__ = ["MAX_CHANNELS", "MAX_SECONDS", "AudioCodec", "AudioHeader", "decode_to_file", "encode_file"]
+
 # Decoding runs in chunks of DECODE_CHUNK frames (3.3 s; 16 frames of context each side, a
 # one-hop cross-fade), DECODE_WORKERS at a time, each on one intra-op thread: the samples
 # depend on the chunking (part of the format) but not on the number of workers or threads.
 DECODE_CHUNK = 250
 DECODE_WORKERS = 2
-STREAM_BYTES = 5  # size model: a rANS stream's flush and its length varint
-MAX_SECONDS = 24 * 3600  # a day of audio: bounds what a header may ask the decoder to produce
 
 
 def as_channels_first(audio) -> np.ndarray:
-    """[T] (mono) or [T, C] (soundfile's layout) -> float32 [C, T]."""
+    """[T] (mono) or [T, C] (soundfile's layout) -> float32 [C, T] in [-1, 1] for PCM."""
     x = np.asarray(audio)
     if x.dtype.kind not in "fiu" or x.ndim not in (1, 2):
         raise AudioInputError(f"audio must be a [samples] or [samples, channels] array, got {x.dtype} {x.shape}")
-    if x.dtype.kind in "iu":  # PCM integers -> [-1, 1)
-        x = x.astype(np.float32) / float(2 ** (8 * x.dtype.itemsize - 1))
+    if x.dtype.kind in "iu":  # PCM integers -> [-1, 1); unsigned PCM (8-bit WAV) is offset
+        half = float(2 ** (8 * x.dtype.itemsize - 1))
+        x = (x.astype(np.float64) - half if x.dtype.kind == "u" else x) / half
     x = np.ascontiguousarray((x[:, None] if x.ndim == 1 else x).T, np.float32)
     if not 1 <= len(x) <= MAX_CHANNELS:
         raise AudioInputError(f"audio has {len(x)} channels (1..{MAX_CHANNELS} supported)")
@@ -68,6 +87,19 @@ def fold_weight_norm(model: torch.nn.Module) -> None:
     for m in model.modules():
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+
+
+@dataclass
+class AudioHeader:
+    """The checked header of an audio .nc file."""
+    sr: int
+    n_samples: int
+    channels: int
+    params: AudioParams
+
+    @property
+    def subtype(self) -> str:
+        return self.params.subtype
 
 
 @register_kind("audio")
@@ -102,27 +134,36 @@ class AudioCodec:
     def default_kbps(self) -> float:
         return float(self.meta.get("default_kbps", 6.0))
 
+    def check_input(self, sr, n_samples: int, channels: int, kbps: float | None = None,
+                    what: str = "audio") -> tuple[int, float]:
+        """Everything the decoder will check of the header, checked before any work:
+        (sr as int, kbps); AudioInputError otherwise."""
+        sr = check_signal(sr, n_samples, channels, what)
+        lo, hi = self.kbps_range
+        return sr, check_kbps(self.default_kbps if kbps is None else kbps, lo, hi, channels, self.name)
+
     # -- encoder ------------------------------------------------------------------
     def _encode_fn(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return self.model.encode(torch.from_numpy(x)).numpy().astype(np.int16)  # [C, n_max, W]
 
     def encode_blocks(self, blocks, sr: int, n_samples: int, channels: int, kbps: float | None = None,
-                      progress: bool = False) -> bytes:
+                      progress: bool = False, *, subtype: str = DEFAULT_SUBTYPE,
+                      meter: PowerMeter | None = None) -> bytes:
         """blocks: float32 [C, n] at the model rate (e.g. io.read_blocks) of a signal that has
-        n_samples at rate sr -> .nc bytes."""
-        kbps = self.default_kbps if kbps is None else float(kbps)
-        lo, hi = self.kbps_range
-        if not lo * channels <= kbps <= hi * channels:
-            raise ValueError(f"kbps must be in [{lo * channels:g}, {hi * channels:g}] for "
-                             f"{channels} channel(s) with codec {self.name!r}")
-        if n_samples < 1 or sr < 1:
-            raise AudioInputError("audio has no samples")
-        if n_samples > MAX_SECONDS * sr:
-            raise AudioInputError("audio is longer than a day")
+        n_samples at rate sr -> .nc bytes. subtype: the input's sample format (io.SUBTYPES);
+        meter: the input's power at rate sr once the blocks are read (default: measured on
+        the blocks, at the model rate)."""
+        sr, kbps = self.check_input(sr, n_samples, channels, kbps)
+        if subtype not in SUBTYPE_CODES:
+            raise AudioInputError(f"unknown sample format {subtype!r} (one of {', '.join(SUBTYPE_CODES)})")
+        if meter is None:
+            meter = PowerMeter(channels)
+            blocks = _metered(blocks, meter)
         F_est = -(-int(n_samples * self.sr / sr) // self.hop)
-        bar = _bar(progress, -(-F_est // CHUNK_FRAMES), "encode")
-        gen, parts = encode_stream(blocks, self._encode_fn, self.hop), []
+        n_enc = -(-F_est // CHUNK_FRAMES)  # then a decoding pass measures the gains
+        bar = _bar(progress and n_enc > 1, n_enc + -(-F_est // DECODE_CHUNK), "encode")
+        gen, parts = encode_stream(_not_empty(blocks, channels), self._encode_fn, self.hop), []
         while True:
             try:
                 parts.append(next(gen))
@@ -130,21 +171,32 @@ class AudioCodec:
             except StopIteration as stop:
                 T24 = int(stop.value or 0)
                 break
-        bar.close()
-        if not T24:
-            raise AudioInputError("audio has no samples")
         codes = np.concatenate(parts, -1)  # [C, n_max, F]
         budget = int(kbps * 1000 / 8 * n_samples / sr)  # bytes, the whole file
-        es, streams = self.rate_control(codes, budget, T24, (sr, n_samples, channels))
-        params = _varint(T24) + b"".join(_varint(e) for e in es)
-        return NcFile(self.id, min(255, round(kbps * 10)), (sr, n_samples, channels), [params, *streams]).to_bytes()
+        shape = (sr, n_samples, channels)
+        es, streams = self.rate_control(codes, budget, AudioParams(T24, [0] * channels, subtype), shape)
+        sent = np.stack([np.where(stage_mask(e, codes.shape[-1], self.n_max), codes[c], -1) for c, e in enumerate(es)])
+        out = PowerMeter(channels)
+        for y in self._synth(sent, T24, sr, n_samples, None, sr, clip=False, bar=bar):
+            out.add(y)
+        bar.close()
+        gains = [gain_code(i, o) for i, o in zip(meter.mean_square(), out.mean_square())]
+        params = AudioParams(T24, es, subtype, gains)
+        nc = NcFile(self.id, min(255, round(kbps * 10)), shape, [params.to_bytes(), *streams])
+        try:  # what the decoder checks, on what is about to be written
+            self.header(nc)
+        except AudioFormatError as e:
+            raise AudioInputError(f"audio cannot be coded ({e})") from None
+        return nc.to_bytes()
 
-    def rate_control(self, codes: np.ndarray, budget: int, T24: int, shape: tuple) -> tuple[list[int], list[bytes]]:
+    def rate_control(self, codes: np.ndarray, budget: int, params: AudioParams, shape: tuple
+                     ) -> tuple[list[int], list[bytes]]:
         """Per channel, the largest e (stages * 1024 per frame) whose indices fit the budget."""
         C = codes.shape[0]
         e_max = 1024 * self.n_max
-        head = NcFile(self.id, 0, shape, [_varint(T24) + _varint(e_max) * C] + [bytes(budget // C)] * C).overhead
-        per_ch = (budget - head - len(_varint(T24)) - C * len(_varint(e_max))) // C
+        p = AudioParams(params.T24, [e_max] * C, params.subtype, [0] * C).to_bytes()  # the largest
+        head = NcFile(self.id, 0, shape, [p] + [bytes(budget // C)] * C).overhead
+        per_ch = (budget - head - len(p)) // C
         es, streams = [], []
         for c in range(C):
             e, data = self._fit(codes[c], per_ch)
@@ -153,86 +205,53 @@ class AudioCodec:
         return es, streams
 
     def _fit(self, codes: np.ndarray, budget: int) -> tuple[int, bytes]:
-        """Largest e whose coded indices fit budget bytes (1024 if none does).
+        """Largest e whose coded indices fit budget bytes (1024 if none does)."""
+        return fit_stages(self.priors, codes, budget, self.n_max)
 
-        Exact coding is costly (one rANS call per stream), so the search runs on a size model:
-        the ideal bits with the segment length L, plus STREAM_BYTES per stream; L is chosen
-        once by the same model. One to a few exact codings then correct the model's error."""
-        F = codes.shape[-1]
-
-        def mask(e: int) -> np.ndarray:
-            return stage_mask(e, F, self.n_max)
-
-        def model(e: int, L: int) -> float:
-            return self.priors.ideal_bits(codes, L, mask(e)) / 8 + STREAM_BYTES * L
-
-        def search(lo: int, hi: int, fits) -> int:  # largest e in [lo, hi] that fits (lo if none)
-            if fits(hi):
-                return hi
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-            return lo
-
-        e_max, lens = 1024 * self.n_max, [L for L in SEG_LENS if L <= F]
-        e = search(1024, e_max, lambda e: self.priors.ideal_bits(codes, None, mask(e)) / 8 <= budget)
-        L = min(lens, key=lambda L: model(e, L))
-        e = search(1024, e_max, lambda e: model(e, L) <= budget)
-        data = self.priors.encode(codes, L, mask(e))
-        for _ in range(4):  # correct the model by the measured error, never above the budget
-            err = len(data) - model(e, L)
-            e2 = search(1024, e_max, lambda x, err=err: model(x, L) + err <= budget)
-            if e2 == e:
-                break
-            d2 = self.priors.encode(codes, L, mask(e2))
-            if len(d2) > budget and len(data) <= budget:
-                break
-            e, data = e2, d2
-        while len(data) > budget and e > 1024:
-            e = max(1024, e - 16)
-            data = self.priors.encode(codes, L, mask(e))
-        return e, data
-
-    def encode(self, audio, sr: int, kbps: float | None = None, progress: bool = False) -> bytes:
-        """audio [T] or [T, C] (float in [-1, 1] or PCM integers) at rate sr -> .nc bytes."""
+    def encode(self, audio, sr: int, kbps: float | None = None, progress: bool = False,
+               subtype: str | None = None) -> bytes:
+        """audio [T] or [T, C] (float in [-1, 1] or PCM integers) at rate sr -> .nc bytes.
+        subtype: the sample format a decoded file gets (default: the array's, e.g. float32 ->
+        FLOAT, int16 -> PCM_16; io.SUBTYPES)."""
         x = as_channels_first(audio)  # [C, T]
-        if int(sr) < 1000 or int(sr) > 768000:
-            raise AudioInputError(f"sample rate {sr} is not supported")
-        rs = StreamResampler(int(sr), self.sr, len(x))
-        step = 1 << 16
+        sr, kbps = self.check_input(sr, x.shape[1], len(x), kbps)
+        subtype = subtype or subtype_of_array(np.asarray(audio).dtype)
+        meter = PowerMeter(len(x))
+        rs, step = StreamResampler(sr, self.sr, len(x)), 1 << 16
 
         def blocks() -> Iterator[np.ndarray]:
             for i in range(0, x.shape[1], step):
-                y = rs(x[:, i:i + step], last=i + step >= x.shape[1])
+                b = x[:, i:i + step]
+                meter.add(b)
+                y = rs(b, last=i + step >= x.shape[1])
                 if y.shape[1]:
                     yield y
 
-        return self.encode_blocks(blocks(), int(sr), x.shape[1], len(x), kbps, progress)
+        return self.encode_blocks(blocks(), sr, x.shape[1], len(x), kbps, progress, subtype=subtype, meter=meter)
 
     # -- decoder ------------------------------------------------------------------
+    def header(self, nc: NcFile) -> AudioHeader:
+        """The checked header; AudioFormatError (an NcFormatError) for anything this codec
+        cannot decode."""
+        if nc.codec_id != self.id:
+            raise AudioFormatError(f"file was written by codec id {nc.codec_id}, not {self.name!r} ({self.id})")
+        if len(nc.shape) != 3 or not nc.streams:
+            raise AudioFormatError("corrupt .nc file (unexpected header for an audio codec)")
+        sr, n, C = nc.shape
+        problem = signal_problem(sr, n, C)
+        if problem or len(nc.streams) != C + 1:
+            raise AudioFormatError(f"corrupt .nc header (audio {sr} Hz, {n} samples, {C} channels: "
+                                   f"{problem or f'{len(nc.streams)} streams'})")
+        p = parse_params(nc.streams[0], C)
+        expect = n * self.sr / sr
+        if abs(p.T24 - expect) > 2 + expect * 1e-6 or not all(1024 <= e <= 1024 * self.n_max for e in p.es):
+            raise AudioFormatError("corrupt .nc audio parameters")
+        return AudioHeader(sr, n, C, p)
+
     def parse(self, nc: NcFile) -> tuple[int, int, int, int, list[int]]:
         """Checked header fields: (sr, n_samples, channels, T24, e per channel)."""
-        if nc.codec_id != self.id:
-            raise NcFormatError(f"file was written by codec id {nc.codec_id}, not {self.name!r} ({self.id})")
-        if len(nc.shape) != 3 or not nc.streams:
-            raise NcFormatError("corrupt .nc file (unexpected header for an audio codec)")
-        sr, n, C = nc.shape
-        if not (1000 <= sr <= 768000 and 1 <= n <= MAX_SECONDS * sr and 1 <= C <= MAX_CHANNELS) \
-                or len(nc.streams) != C + 1:
-            raise NcFormatError(f"corrupt .nc header (audio {sr} Hz, {n} samples, {C} channels)")
-        try:
-            T24, pos = _read_varint(nc.streams[0], 0)
-            es = []
-            for _ in range(C):
-                e, pos = _read_varint(nc.streams[0], pos)
-                es.append(e)
-        except NcFormatError:
-            raise NcFormatError("corrupt .nc audio parameters") from None
-        expect = n * self.sr / sr
-        if pos != len(nc.streams[0]) or abs(T24 - expect) > 2 + expect * 1e-6 or \
-                not all(1024 <= e <= 1024 * self.n_max for e in es):
-            raise NcFormatError("corrupt .nc audio parameters")
-        return sr, n, C, T24, es
+        h = self.header(nc)
+        return h.sr, h.n_samples, h.channels, h.params.T24, h.params.es
 
     def stage_stats(self, nc: NcFile) -> dict:
         """Codes sent, their fixed-length packing size and their entropy-coded size (bytes)."""
@@ -243,42 +262,63 @@ class AudioCodec:
         return {"codes": sent, "fixed_bytes": -(-sent * bits // 8),
                 "index_bytes": sum(len(s) for s in nc.streams[1:]), "stages": [e / 1024 for e in es]}
 
-    def decode_codes(self, nc: NcFile) -> tuple[np.ndarray, int, int, int]:
-        sr, n, C, T24, es = self.parse(nc)
+    def _codes(self, nc: NcFile, h: AudioHeader) -> np.ndarray:
+        """[C, n_max, F] RVQ indices, -1 where not sent."""
+        T24, es = h.params.T24, h.params.es
         F = -(-T24 // self.hop)
-        codes = np.stack([self.priors.decode(nc.streams[1 + c], self.n_max, F, stage_mask(es[c], F, self.n_max))
-                          for c in range(C)])  # [C, n_max, F], -1 = not sent
+        try:
+            codes = np.stack([self.priors.decode(nc.streams[1 + c], self.n_max, F, stage_mask(es[c], F, self.n_max))
+                              for c in range(h.channels)])
+        except ValueError as e:  # weightzip's FormatError from the rANS core
+            raise AudioFormatError(f"corrupt .nc audio indices ({e})") from None
         if codes.max(initial=-1) >= self.cfg.codebook_size or codes.min(initial=-1) < -1:
-            raise NcFormatError("corrupt .nc audio indices")
-        return codes, sr, n, T24
+            raise AudioFormatError("corrupt .nc audio indices")
+        return codes
+
+    def decode_codes(self, nc: NcFile) -> tuple[np.ndarray, int, int, int]:
+        h = self.header(nc)
+        return self._codes(nc, h), h.sr, h.n_samples, h.params.T24
 
     def _decode_fn(self, codes: np.ndarray) -> np.ndarray:
-        # Called under one_intra_op_thread() (decode_blocks); set again because with OpenMP the
+        # Called under one_intra_op_thread() (_synth); set again because with OpenMP the
         # intra-op thread count is a per-thread setting and this may run in a worker thread.
         torch.set_num_threads(1)
         with torch.inference_mode():
             return self.model.decode(torch.from_numpy(codes)).numpy()  # [C, 1, W * hop]
 
-    def decode_blocks(self, nc: NcFile, progress: bool = False, out_sr: int | None = None) -> Iterator[np.ndarray]:
-        """Yields float32 [C, n] blocks at out_sr (default: the input's rate), exactly the
-        input's duration in all."""
-        codes, sr, n, T24 = self.decode_codes(nc)
-        out_sr = sr if out_sr is None else int(out_sr)
+    def _synth(self, codes: np.ndarray, T24: int, sr: int, n: int, gains: np.ndarray | None, out_sr: int,
+               clip: bool = True, bar=None) -> Iterator[np.ndarray]:
+        """float32 [C, k] blocks at out_sr of the signal of n samples at sr that codes
+        describe: model output x gains, resampled, clipped to [-1, 1]. The encoder measures
+        its gains on exactly this (gains None, no clipping)."""
         total = n if out_sr == sr else round(n * out_sr / sr)
         rs, emitted = StreamResampler(self.sr, out_sr, len(codes)), 0
-        bar = _bar(progress, -(-codes.shape[-1] // DECODE_CHUNK), "decode")
         with one_intra_op_thread():
             chunks = decode_stream(_split(codes, DECODE_CHUNK), self._decode_fn, self.hop, T24,
                                    chunk_frames=DECODE_CHUNK, workers=DECODE_WORKERS)
             for last, y in _flag_last(chunks):
-                bar.update(1)
-                y = rs(np.clip(y, -1, 1), last=last)[:, : total - emitted]
+                if bar is not None:
+                    bar.update(1)
+                if gains is not None:
+                    y = y * gains[:, None]
+                y = rs(y, last=last)[:, : total - emitted]
+                if clip:
+                    np.clip(y, -1, 1, out=y)
                 emitted += y.shape[1]
                 if y.shape[1]:
                     yield y
-        bar.close()
         if emitted < total:  # the resampler's rounding: at most a sample or two
             yield np.zeros((len(codes), total - emitted), np.float32)
+
+    def decode_blocks(self, nc: NcFile, progress: bool = False, out_sr: int | None = None) -> Iterator[np.ndarray]:
+        """Yields float32 [C, n] blocks at out_sr (default: the input's rate), exactly the
+        input's duration in all, at the input's level."""
+        h = self.header(nc)
+        codes = self._codes(nc, h)
+        bar = _bar(progress, -(-codes.shape[-1] // DECODE_CHUNK), "decode")
+        yield from self._synth(codes, h.params.T24, h.sr, h.n_samples, h.params.gain_factors(),
+                               h.sr if out_sr is None else int(out_sr), bar=bar)
+        bar.close()
 
     def decode_nc(self, nc: NcFile, progress: bool = False) -> tuple[np.ndarray, int]:
         """-> (float32 [T] for mono or [T, C], sample rate)."""
@@ -287,6 +327,25 @@ class AudioCodec:
 
     def decode(self, data: bytes) -> tuple[np.ndarray, int]:
         return self.decode_nc(NcFile.from_bytes(data))
+
+
+def _metered(blocks, meter: PowerMeter) -> Iterator[np.ndarray]:
+    for b in blocks:
+        b = np.asarray(b, np.float32)
+        b = b[None] if b.ndim == 1 else b
+        meter.add(b)
+        yield b
+
+
+def _not_empty(blocks, channels: int) -> Iterator[np.ndarray]:
+    """The blocks, or one zero sample if they hold none: a few samples at 768 kHz are less
+    than one at the model's rate, and T24 = 1 is within the decoder's tolerance of them."""
+    n = 0
+    for b in blocks:
+        n += np.shape(b)[-1]
+        yield b
+    if not n:
+        yield np.zeros((channels, 1), np.float32)
 
 
 def _split(codes: np.ndarray, n: int) -> Iterator[np.ndarray]:
@@ -309,32 +368,28 @@ def _bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="chunk", disable=not progress or total < 2, leave=False)
 
 
-
 def encode_file(codec: AudioCodec, path, kbps: float | None = None, progress: bool = False) -> bytes:
-    """Audio file (any rate/channels soundfile reads) -> .nc bytes, read in constant memory."""
-    from .io import info, read_blocks
+    """Audio file (any rate/channels soundfile reads) -> .nc bytes, read in constant memory.
+    Everything the decoder checks is checked before the file is read."""
+    from .io import info, read_blocks, subtype_of_file
 
     sr, n, channels = info(path)
-    if n < 1:
-        raise AudioInputError(f"{path}: no samples")
-    if channels > MAX_CHANNELS:
-        raise AudioInputError(f"{path}: {channels} channels (1..{MAX_CHANNELS} supported)")
-    return codec.encode_blocks(read_blocks(path, codec.sr), sr, n, channels, kbps, progress)
+    sr, kbps = codec.check_input(sr, n, channels, kbps, what=str(path))
+    meter = PowerMeter(channels)
+    return codec.encode_blocks(read_blocks(path, codec.sr, meter), sr, n, channels, kbps, progress,
+                               subtype=subtype_of_file(path), meter=meter)
 
 
-def decode_to_file(codec: AudioCodec, nc: NcFile, out, progress: bool = False) -> tuple[int, int, int]:
-    """Decode to a WAV or FLAC file (16-bit PCM) block by block, through a temporary file.
-    Returns (sample rate, samples, channels)."""
-    import soundfile as sf
+def decode_to_file(codec: AudioCodec, nc: NcFile, out, progress: bool = False, overwrite: bool = False
+                   ) -> tuple[int, int, int]:
+    """Decode to a WAV or FLAC file, in the input's sample format where the container has it
+    (io.out_format), block by block through a temporary file. Returns (sample rate, samples,
+    channels). ValueError for another suffix and AudioFormatError for a bad file before any
+    output exists; OSError naming out when it cannot be written."""
+    from .io import check_output_path, out_format, write_blocks
 
-    from weightzip.api import atomic_path
-
-    from .io import out_format
-
-    fmt, subtype = out_format(out)
-    sr, n, C, _, _ = codec.parse(nc)
-    with atomic_path(Path(out)) as tmp, \
-            sf.SoundFile(str(tmp), "w", samplerate=sr, channels=C, format=fmt, subtype=subtype) as f:
-        for y in codec.decode_blocks(nc, progress):
-            f.write(np.ascontiguousarray(y.T))
-    return sr, n, C
+    check_output_path(out)
+    h = codec.header(nc)
+    fmt, subtype = out_format(out, h.subtype)
+    write_blocks(out, codec.decode_blocks(nc, progress), h.sr, h.channels, fmt, subtype, overwrite)
+    return h.sr, h.n_samples, h.channels

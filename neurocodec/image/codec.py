@@ -17,15 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..bitstream import NcFile, NcFormatError
-from ..entropy import decode_indexed, encode_indexed
+from ..bitstream import NcFile
+from ..entropy import FormatError, decode_indexed, encode_indexed
 from ..registry import build_model, register_kind
 from ..torch_utils import one_intra_op_thread
 from .int_hyper import Z_CLAMP, IntHyperSynthesis, dequantize_hs, gaussian_params
 from .io import as_rgb, to_channels
+from .limits import MAX_PIXELS, ImageNcError, check_quality, check_refine_steps, header_problem  # noqa: F401
 from .models import ImageCodecModel, ImageModelConfig
 
-MAX_PIXELS = 1 << 25  # 33.5 MP (8K x 4K): bounds decoder memory (~5 GB at this size); no tiling yet
 Y_CLAMP = 1 << 15
 
 
@@ -85,12 +85,14 @@ class ImageCodec:
         return self.model.macs_per_pixel()
 
     # -- encoder ------------------------------------------------------------------
-    def analyse(self, img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """uint8 image -> (x padded [1,3,H',W'], y, z, channels)."""
-        rgb, channels = as_rgb(img)
+    def check_encode_args(self, quality: int | None = None, refine_steps: int = 0) -> tuple[int, int]:
+        """-> (quality, refine_steps), or ValueError: call before reading the input."""
+        q = check_quality(quality, self.qualities, self.default_quality, self.name)
+        return q, check_refine_steps(refine_steps)
+
+    def _analyse_rgb(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """uint8 RGB -> (x padded [1,3,H',W'], y, z)."""
         h, w = rgb.shape[:2]
-        if h * w > MAX_PIXELS:
-            raise ValueError(f"image of {w}x{h} pixels is too large")
         x = torch.tensor(rgb).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, H, W]
         s = ImageCodecModel.stride
         ph, pw = -h % s, -w % s
@@ -99,15 +101,22 @@ class ImageCodec:
         with torch.no_grad():
             y = self.model.g_a(x)  # [1, M, H'/16, W'/16]
             z = self.model.h_a(y)  # [1, N, H'/64, W'/64]
-        return x, y, z, channels
+        return x, y, z
+
+    def analyse(self, img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """uint8 image -> (x padded [1,3,H',W'], y, z, channels)."""
+        rgb, channels = as_rgb(img)
+        return (*self._analyse_rgb(rgb), channels)
 
     def encode(self, img: np.ndarray, quality: int | None = None, refine_steps: int = 0,
                progress: bool = False) -> bytes:
-        q = self.default_quality if quality is None else int(quality)
-        if q not in self.qualities:
-            raise ValueError(f"quality must be one of {self.qualities} for codec {self.name!r}")
-        h, w = np.asarray(img).shape[:2]
-        x, y, z, channels = self.analyse(img)
+        q, refine_steps = self.check_encode_args(quality, refine_steps)
+        rgb, channels = as_rgb(img)
+        h, w = rgb.shape[:2]
+        problem = header_problem(h, w, channels, q, self.qualities)  # the decoder's own check
+        if problem:
+            raise ValueError(problem)
+        x, y, z = self._analyse_rgb(rgb)
         if refine_steps > 0:
             from .refine import refine_latents
 
@@ -127,18 +136,25 @@ class ImageCodec:
 
     # -- decoder ------------------------------------------------------------------
     def decode_nc(self, nc: NcFile) -> np.ndarray:
-        if len(nc.shape) != 3 or len(nc.streams) != 2 or nc.quality not in self.qualities:
-            raise NcFormatError("corrupt .nc file (unexpected header for an image codec)")
+        """Every error for a bad file is an ImageNcError (an NcFormatError, a ValueError)."""
+        if len(nc.shape) != 3 or len(nc.streams) != 2:
+            raise ImageNcError("corrupt .nc file (unexpected header for an image codec)")
         h, w, channels = nc.shape
-        if not (h and w) or h * w > MAX_PIXELS or channels not in (1, 3, 4):
-            raise NcFormatError(f"corrupt .nc header (image {w}x{h}x{channels})")
+        problem = header_problem(h, w, channels, nc.quality, self.qualities)  # the encoder's own check
+        if problem:
+            raise ImageNcError(f"corrupt .nc header ({problem})")
         s = ImageCodecModel.stride
         zh, zw = -(-h // s), -(-w // s)
         N = self.cfg.N
         z_idx = np.broadcast_to(np.arange(N, dtype=np.int32)[None, :, None, None], (1, N, zh, zw))
-        z_sym = torch.from_numpy(decode_indexed(nc.streams[0], z_idx, *self.z_tables).astype(np.float64))
-        mu, idx = self._params(z_sym.clamp(-Z_CLAMP, Z_CLAMP), nc.quality)
-        y_sym = torch.from_numpy(decode_indexed(nc.streams[1], idx.numpy(), *self.y_tables).astype(np.float64))
+        try:
+            z_int = decode_indexed(nc.streams[0], z_idx, *self.z_tables)
+            z_sym = torch.from_numpy(z_int.astype(np.float64))
+            mu, idx = self._params(z_sym.clamp(-Z_CLAMP, Z_CLAMP), nc.quality)
+            y_int = decode_indexed(nc.streams[1], idx.numpy(), *self.y_tables)
+        except FormatError as e:  # the entropy coder's (weightzip's) error: one family for .nc files
+            raise ImageNcError(f"corrupt .nc payload ({e})") from None
+        y_sym = torch.from_numpy(y_int.astype(np.float64))
         y_hat = ((y_sym.clamp(-Y_CLAMP, Y_CLAMP) + mu) * self.igain[nc.quality].double().view(1, -1, 1, 1)).float()
         with torch.no_grad(), one_intra_op_thread():
             x_hat = self.model.g_s(y_hat)[:, :, :h, :w]  # [1, 3, H, W]
@@ -148,5 +164,5 @@ class ImageCodec:
     def decode(self, data: bytes) -> np.ndarray:
         nc = NcFile.from_bytes(data)
         if nc.codec_id != self.id:
-            raise NcFormatError(f"file was written by codec id {nc.codec_id}, not {self.name!r} ({self.id})")
+            raise ImageNcError(f"file was written by codec id {nc.codec_id}, not {self.name!r} ({self.id})")
         return self.decode_nc(nc)

@@ -51,7 +51,7 @@ class CropSampler:
     def __init__(self, paths: list[Path], crop: int, rng: np.random.Generator):
         self.images = []
         for p in paths:
-            img = read_image(p)[0]  # [H, W, 3] uint8
+            img = read_image(p, warn_lost=False)[0]  # [H, W, 3] uint8, upright; alpha etc. dropped quietly
             if min(img.shape[:2]) >= crop:
                 self.images.append(img)
         if not self.images:
