@@ -12,8 +12,9 @@ without overwrite=True (FileExistsError).
 __version__ = "0.2.0"
 
 from .api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
+from .audio.checks import DecodeTooLargeError
 from .bitstream import NcFormatError
 from .registry import CodecNotFound, UnknownCodecId
 
-__all__ = ["CodecNotFound", "NcFormatError", "UnknownCodecId", "decode", "decode_file", "encode", "encode_file",
+__all__ = ["CodecNotFound", "DecodeTooLargeError", "NcFormatError", "UnknownCodecId", "decode", "decode_file", "encode", "encode_file",
            "info", "list_codecs", "load_codec"]

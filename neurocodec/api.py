@@ -75,7 +75,11 @@ def codec_for(nc: NcFile, codec: str | None = None) -> Any:
 def decode(data: bytes | bytearray | memoryview, codec: str | None = None, progress: bool = False) -> Any:
     """.nc bytes -> uint8 image [H, W, 3] (or [H, W] for grayscale sources), or for audio
     (float32 [T] or [T, C], sample rate). The codec is found from the id in the file; pass
-    codec= for codecs outside the search path."""
+    codec= for codecs outside the search path.
+
+    A file that cannot be decoded raises NcFormatError. Audio longer than fits in 2 GiB of
+    float32 samples raises DecodeTooLargeError (a ValueError) before decoding: decode_file()
+    streams any length to disk."""
     nc = NcFile.from_bytes(bytes(data))
     c = codec_for(nc, codec)
     return c.decode_nc(nc, progress=progress) if c.kind == "audio" else c.decode_nc(nc)
@@ -91,7 +95,8 @@ def info(data: bytes | bytearray | memoryview) -> dict:
     total = len(data)
     out = {"version": nc.version, "codec_id": nc.codec_id, "codec": meta.get("name"), "quality": nc.quality,
            "shape": list(nc.shape), "streams": [len(s) for s in nc.streams], "bytes": total,
-           "overhead_bytes": total - sum(len(s) for s in nc.streams)}
+           "overhead_bytes": total - sum(len(s) for s in nc.streams),
+           "checksums": "verified (header and payload)"}
     if meta.get("kind") == "audio" and len(nc.shape) == 3 and nc.shape[0] and nc.shape[1]:
         seconds = nc.shape[1] / nc.shape[0]
         out.update(kind="audio", seconds=round(seconds, 4), nominal_kbps=nc.quality / 10,

@@ -136,16 +136,16 @@ class NcFile:
             raise NcFormatError("corrupt .nc header (checksum mismatch)")
         if flags != 0:
             raise NcFormatError("unsupported .nc flags")
-        payload = buf[pos + 8:]
+        payload = memoryview(buf)[pos + 8:]  # no copy: a big file is held twice at most, not 3x
         if sum(lengths) > len(payload):
             raise NcFormatError("truncated .nc file (streams run past the end)")
         if _hash32(payload) != payload_hash:
             raise NcFormatError("corrupt or truncated .nc payload (checksum mismatch)")
         streams, off = [], 0
         for ln in lengths:
-            streams.append(payload[off:off + ln])
+            streams.append(bytes(payload[off:off + ln]))
             off += ln
-        streams.append(payload[off:])
+        streams.append(bytes(payload[off:]))
         return cls(codec_id, quality, tuple(shape), streams, buf[3])
 
 

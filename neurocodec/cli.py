@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -113,7 +112,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     for k in ("N", "M"):
         if getattr(a, k):
             model[k] = getattr(a, k)
-    cfg = TrainConfig(data=a.data, out=a.out or f"runs/{a.codec}", steps=a.steps, time_budget_min=a.time_budget or 0.0, batch=a.batch,
+    cfg = TrainConfig(data=a.data, out=a.out or f"runs/{a.codec}", steps=a.steps,
+                      time_budget_min=a.time_budget or 0.0, batch=a.batch,
                       crop=a.crop, lr=a.lr, device=a.device, threads=a.threads or 0, seed=a.seed, model=model,
                       init=a.init, fixed_quality=a.fixed_quality)
     path = train(cfg, resume=not a.restart)
@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", help="output .nc, or an existing folder (default: INPUT with .nc)")
     e.add_argument("--codec", help="codec name or folder (default: the default codec of the input's kind)")
     e.add_argument("--quality", type=nonneg_int, help="image quality index (see `neurocodec list`)")
-    e.add_argument("--refine-steps", type=nonneg_int, default=0, help="image: encoder-side latent refinement steps (>= 0)")
+    e.add_argument("--refine-steps", type=nonneg_int, default=0,
+                   help="image: encoder-side latent refinement steps (>= 0)")
     e.add_argument("--kbps", type=positive_float,
                    help="audio: nominal bitrate of the whole file, headers included (default 6)")
     e.add_argument("-f", "--force", action="store_true", help=force)

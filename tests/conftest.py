@@ -6,6 +6,7 @@ hand-made index, so that the robustness tests can aim corruption precisely.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -296,3 +297,20 @@ def pytest_configure(config):
     # also declared in pyproject.toml; repeated so the suite runs cleanly from anywhere
     config.addinivalue_line("markers", "data: tests that need ../shared/data (skipped when absent)")
     config.addinivalue_line("markers", "slow: long-running tests, excluded by default (run with -m slow)")
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, readonly: bool = False):
+    """A small (or read-only) tmpfs mounted at path for the block; skips without root."""
+    path.mkdir()
+    opts = f"size={size}" + (",ro" if readonly else "")
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
+    except FileNotFoundError:  # no mount(8)
+        pytest.skip("cannot mount a tmpfs here (no mount command)")
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -158,19 +158,25 @@ def test_unknown_codec_id_is_a_format_error(tiny, tmp_path):
         neurocodec.decode(nc.to_bytes())
 
 
-def test_sigterm_during_audio_decode_leaves_no_temporary(tiny_audio, tmp_path):
+def _decode_caught_writing(tiny_audio: str, tmp_path: Path) -> tuple[subprocess.Popen, list[str], dict]:
+    """Start `neurocodec decode` of 4 minutes of audio; return once its temporary output exists."""
     src = tmp_path / "long.wav"
     sf.write(str(src), tone(16000, 240.0), 16000)
     nc = neurocodec.encode_file(src, codec=tiny_audio)
     env = {k: v for k, v in os.environ.items() if k != "NEUROCODEC_PATH"}
     env.update(PYTHONPATH=str(REPO), NEUROCODEC_PATH=str(Path(tiny_audio).parent))
-    p = subprocess.Popen([sys.executable, "-m", "neurocodec", "decode", str(nc), "-q"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    argv = [sys.executable, "-m", "neurocodec", "decode", str(nc), "-q"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     t0 = time.time()
     while not list(tmp_path.glob(".*.tmp")):
         assert p.poll() is None, p.communicate()
-        assert time.time() - t0 < 120
+        assert time.time() - t0 < 120, "no temporary output appeared"
         time.sleep(0.01)
+    return p, argv, env
+
+
+def test_sigterm_during_audio_decode_leaves_no_temporary(tiny_audio, tmp_path):
+    p, _, _ = _decode_caught_writing(tiny_audio, tmp_path)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143, err
@@ -178,20 +184,27 @@ def test_sigterm_during_audio_decode_leaves_no_temporary(tiny_audio, tmp_path):
 
 
 def test_kill_9_leftover_is_removed_by_the_next_decode(tiny_audio, tmp_path):
-    src = tmp_path / "long.wav"
-    sf.write(str(src), tone(16000, 240.0), 16000)
-    nc = neurocodec.encode_file(src, codec=tiny_audio)
-    env = {k: v for k, v in os.environ.items() if k != "NEUROCODEC_PATH"}
-    env.update(PYTHONPATH=str(REPO), NEUROCODEC_PATH=str(Path(tiny_audio).parent))
-    argv = [sys.executable, "-m", "neurocodec", "decode", str(nc), "-q"]
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    t0 = time.time()
-    while not list(tmp_path.glob(".*.tmp")):
-        assert p.poll() is None and time.time() - t0 < 120
-        time.sleep(0.01)
+    p, argv, env = _decode_caught_writing(tiny_audio, tmp_path)
     p.kill()
-    p.wait(timeout=60)
+    p.communicate(timeout=60)
     assert len(list(tmp_path.glob(".*.tmp"))) == 1  # SIGKILL cannot be caught...
     r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["long.decoded.wav", "long.nc", "long.wav"]
+
+
+def test_full_and_read_only_folders_are_one_line_naming_the_output(tiny, tiny_audio, tmp_path, capsys):
+    from conftest import tmpfs
+
+    src = tmp_path / "speech.wav"
+    sf.write(str(src), tone(16000, 20.0), 16000)
+    nc = neurocodec.encode_file(src, codec=tiny_audio)
+    with tmpfs(tmp_path / "full", "64k") as full:  # 20 s of 16-bit audio is 640 kB
+        err = one_line(cli(capsys, "decode", nc, "-q", "-o", full / "s.wav"), str(full / "s.wav"), "no space left")
+        assert ".tmp" not in err and list(full.iterdir()) == []
+    img_nc = neurocodec.encode_file(picture(tmp_path / "p.png"), codec=tiny)
+    with tmpfs(tmp_path / "ro", "1m", readonly=True) as ro:
+        for args in (("decode", img_nc, "--codec", tiny, "-o", ro / "p.png"),
+                     ("encode", tmp_path / "p.png", "--codec", tiny, "-o", ro / "p.nc")):
+            err = one_line(cli(capsys, *args), str(ro))
+            assert ".tmp" not in err

@@ -5,7 +5,6 @@ path in one line, `info` verifies what it shows, and exit statuses mean the same
 command lines."""
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 import weightzip
-from conftest import REPO, handmade_safetensors, sha256_file, tree_hashes
+from conftest import REPO, handmade_safetensors, sha256_file, tmpfs, tree_hashes
 from weightzip.atomic import atomic_folder, atomic_path, check_writable, remove_stale
 
 TMP_GLOB = ".*.tmp"
@@ -236,19 +235,6 @@ def test_kill_9_leftover_is_removed_by_the_next_run(tmp_path):
 
 
 # ------------------------------------------------------------- read-only and full folders
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, readonly: bool = False):
-    path.mkdir()
-    opts = f"size={size}" + (",ro" if readonly else "")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
 
 def test_read_only_and_full_folders_name_the_users_path(tmp_path):
     st = tmp_path / "m.safetensors"

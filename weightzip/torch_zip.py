@@ -179,7 +179,9 @@ def _unique(spans: list[Span]) -> list[Span]:
     for s in sorted(spans):
         if out and s[0] < out[-1][1]:
             continue
-        name = s[2] if s[2] not in names else f"{s[2]}@{s[0]}"
+        name, k = s[2], 0
+        while name in names:  # "x@offset" may itself be taken (a crafted file can name one so)
+            name, k = f"{s[2]}@{s[0]}" + (f".{k}" if k else ""), k + 1
         names.add(name)
         out.append((s[0], s[1], name, s[3], s[4]))
     return out

@@ -25,6 +25,13 @@ class AudioFormatError(NcFormatError):
     """A .nc file the audio codec cannot decode (corrupt parameters, streams or indices)."""
 
 
+class DecodeTooLargeError(ValueError):
+    """A valid file whose decoded audio is too large to return as one array (more than
+    decoder.MAX_ARRAY_BYTES of float32 samples): neurocodec.decode() refuses it before
+    decoding; neurocodec.decode_file() / `neurocodec decode` stream it to disk. Not an
+    NcFormatError: nothing is wrong with the file."""
+
+
 def signal_problem(sr: int, n_samples: int, channels: int) -> str | None:
     """Why a signal of n_samples per channel at sr Hz cannot be in a .nc file, or None."""
     if not isinstance(sr, int) or not MIN_RATE <= sr <= MAX_RATE:

@@ -26,6 +26,9 @@ instead of leaving the file below its nominal rate.
 Determinism: entropy decoding is exact; the float32 decoder runs chunk by chunk, each chunk on
 one intra-op thread (two chunks at a time in worker threads), so a file decodes to the same
 samples in any process and at any torch thread count.
+
+Memory (decoder.py): proportional to the output, not to the header's claim; the in-memory API
+refuses outputs over decoder.MAX_ARRAY_BYTES (DecodeTooLargeError).
 """
 from __future__ import annotations
 
@@ -45,24 +48,31 @@ from .checks import (
     MAX_SECONDS,
     AudioFormatError,
     AudioInputError,
+    DecodeTooLargeError,
     check_kbps,
     check_signal,
     signal_problem,
+)
+from .decoder import (
+    DECODE_CHUNK,
+    DECODE_WORKERS,
+    MAX_ARRAY_BYTES,
+    CodeStore,
+    check_array_size,
+    decode_codes,
+    progress_bar,
+    split,
+    synthesize,
 )
 from .index_model import IndexPriors, stage_mask
 from .io import DEFAULT_SUBTYPE, SUBTYPE_CODES, PowerMeter, StreamResampler, check_finite, subtype_of_array
 from .models import AudioModelConfig
 from .params import AudioParams, gain_code, parse_params
 from .ratecontrol import fit_stages
-from .stream import CHUNK_FRAMES, decode_stream, encode_stream
+from .stream import CHUNK_FRAMES, encode_stream
 
-__all__ = ["MAX_CHANNELS", "MAX_SECONDS", "AudioCodec", "AudioHeader", "decode_to_file", "encode_file"]
-
-# Decoding runs in chunks of DECODE_CHUNK frames (3.3 s; 16 frames of context each side, a
-# one-hop cross-fade), DECODE_WORKERS at a time, each on one intra-op thread: the samples
-# depend on the chunking (part of the format) but not on the number of workers or threads.
-DECODE_CHUNK = 250
-DECODE_WORKERS = 2
+__all__ = ["DECODE_CHUNK", "DECODE_WORKERS", "MAX_ARRAY_BYTES", "MAX_CHANNELS", "MAX_SECONDS", "AudioCodec",
+           "AudioHeader", "DecodeTooLargeError", "decode_to_file", "encode_file"]
 
 
 def as_channels_first(audio) -> np.ndarray:
@@ -162,7 +172,7 @@ class AudioCodec:
             blocks = _metered(blocks, meter)
         F_est = -(-int(n_samples * self.sr / sr) // self.hop)
         n_enc = -(-F_est // CHUNK_FRAMES)  # then a decoding pass measures the gains
-        bar = _bar(progress and n_enc > 1, n_enc + -(-F_est // DECODE_CHUNK), "encode")
+        bar = progress_bar(progress and n_enc > 1, n_enc + -(-F_est // DECODE_CHUNK), "encode")
         gen, parts = encode_stream(_not_empty(blocks, channels), self._encode_fn, self.hop), []
         while True:
             try:
@@ -177,7 +187,7 @@ class AudioCodec:
         es, streams = self.rate_control(codes, budget, AudioParams(T24, [0] * channels, subtype), shape)
         sent = np.stack([np.where(stage_mask(e, codes.shape[-1], self.n_max), codes[c], -1) for c, e in enumerate(es)])
         out = PowerMeter(channels)
-        for y in self._synth(sent, T24, sr, n_samples, None, sr, clip=False, bar=bar):
+        for y in self._synth(split(sent, DECODE_CHUNK), channels, T24, sr, n_samples, None, sr, clip=False, bar=bar):
             out.add(y)
         bar.close()
         gains = [gain_code(i, o) for i, o in zip(meter.mean_square(), out.mean_square())]
@@ -246,6 +256,12 @@ class AudioCodec:
         expect = n * self.sr / sr
         if abs(p.T24 - expect) > 2 + expect * 1e-6 or not all(1024 <= e <= 1024 * self.n_max for e in p.es):
             raise AudioFormatError("corrupt .nc audio parameters")
+        F = -(-p.T24 // self.hop)
+        for c, e in enumerate(p.es):  # before anything is allocated: no short stream claims a day
+            need = self.priors.min_stream_bytes(self.n_max, F, e)
+            if len(nc.streams[1 + c]) < need:
+                raise AudioFormatError(f"corrupt .nc audio indices (channel {c}: {len(nc.streams[1 + c])} bytes "
+                                       f"cannot hold the {F} frames the header claims, which need {need} or more)")
         return AudioHeader(sr, n, C, p)
 
     def parse(self, nc: NcFile) -> tuple[int, int, int, int, list[int]]:
@@ -257,73 +273,68 @@ class AudioCodec:
         """Codes sent, their fixed-length packing size and their entropy-coded size (bytes)."""
         T24, es = self.parse(nc)[3:]
         F = -(-T24 // self.hop)
-        sent = int(sum(stage_mask(e, F, self.n_max).sum() for e in es))
+        sent = sum(F * e // 1024 for e in es)  # the sum of stage_mask(e, F, n_max), without building it
         bits = (self.cfg.codebook_size - 1).bit_length()
         return {"codes": sent, "fixed_bytes": -(-sent * bits // 8),
                 "index_bytes": sum(len(s) for s in nc.streams[1:]), "stages": [e / 1024 for e in es]}
 
-    def _codes(self, nc: NcFile, h: AudioHeader) -> np.ndarray:
-        """[C, n_max, F] RVQ indices, -1 where not sent."""
-        T24, es = h.params.T24, h.params.es
-        F = -(-T24 // self.hop)
-        try:
-            codes = np.stack([self.priors.decode(nc.streams[1 + c], self.n_max, F, stage_mask(es[c], F, self.n_max))
-                              for c in range(h.channels)])
-        except ValueError as e:  # weightzip's FormatError from the rANS core
-            raise AudioFormatError(f"corrupt .nc audio indices ({e})") from None
-        if codes.max(initial=-1) >= self.cfg.codebook_size or codes.min(initial=-1) < -1:
-            raise AudioFormatError("corrupt .nc audio indices")
-        return codes
+    def _codes(self, nc: NcFile, h: AudioHeader, spill_dir=None) -> CodeStore:
+        """Every channel's RVQ indices (-1 where not sent), decoded one channel at a time."""
+        F = -(-h.params.T24 // self.hop)
+        return decode_codes(self.priors, nc.streams[1:], h.params.es, F, self.n_max, self.cfg.codebook_size,
+                            spill_dir)
 
     def decode_codes(self, nc: NcFile) -> tuple[np.ndarray, int, int, int]:
+        """(codes int16 [C, n_max, F], sr, n_samples, T24): all in memory, for tools."""
         h = self.header(nc)
-        return self._codes(nc, h), h.sr, h.n_samples, h.params.T24
+        store = self._codes(nc, h)
+        try:
+            return store.window(0, store.F), h.sr, h.n_samples, h.params.T24
+        finally:
+            store.close()
 
     def _decode_fn(self, codes: np.ndarray) -> np.ndarray:
-        # Called under one_intra_op_thread() (_synth); set again because with OpenMP the
-        # intra-op thread count is a per-thread setting and this may run in a worker thread.
-        torch.set_num_threads(1)
-        with torch.inference_mode():
-            return self.model.decode(torch.from_numpy(codes)).numpy()  # [C, 1, W * hop]
+        # One chunk, in a worker thread or the caller's: the one-thread section covers this
+        # call only, so nothing is held while a decoding generator is suspended.
+        with one_intra_op_thread(), torch.inference_mode():
+            x = torch.from_numpy(np.asarray(codes, np.int64))
+            return self.model.decode(x).numpy()  # [C, 1, W * hop]
 
-    def _synth(self, codes: np.ndarray, T24: int, sr: int, n: int, gains: np.ndarray | None, out_sr: int,
+    def _synth(self, blocks, channels: int, T24: int, sr: int, n: int, gains: np.ndarray | None, out_sr: int,
                clip: bool = True, bar=None) -> Iterator[np.ndarray]:
-        """float32 [C, k] blocks at out_sr of the signal of n samples at sr that codes
-        describe: model output x gains, resampled, clipped to [-1, 1]. The encoder measures
-        its gains on exactly this (gains None, no clipping)."""
-        total = n if out_sr == sr else round(n * out_sr / sr)
-        rs, emitted = StreamResampler(self.sr, out_sr, len(codes)), 0
-        with one_intra_op_thread():
-            chunks = decode_stream(_split(codes, DECODE_CHUNK), self._decode_fn, self.hop, T24,
-                                   chunk_frames=DECODE_CHUNK, workers=DECODE_WORKERS)
-            for last, y in _flag_last(chunks):
-                if bar is not None:
-                    bar.update(1)
-                if gains is not None:
-                    y = y * gains[:, None]
-                y = rs(y, last=last)[:, : total - emitted]
-                if clip:
-                    np.clip(y, -1, 1, out=y)
-                emitted += y.shape[1]
-                if y.shape[1]:
-                    yield y
-        if emitted < total:  # the resampler's rounding: at most a sample or two
-            yield np.zeros((len(codes), total - emitted), np.float32)
+        """decoder.synthesize() with this codec's model."""
+        return synthesize(self._decode_fn, self.sr, self.hop, blocks, channels, T24, sr, n, gains, out_sr,
+                          clip, bar)
 
-    def decode_blocks(self, nc: NcFile, progress: bool = False, out_sr: int | None = None) -> Iterator[np.ndarray]:
+    def decode_blocks(self, nc: NcFile, progress: bool = False, out_sr: int | None = None,
+                      spill_dir=None) -> Iterator[np.ndarray]:
         """Yields float32 [C, n] blocks at out_sr (default: the input's rate), exactly the
-        input's duration in all, at the input's level."""
+        input's duration in all, at the input's level. Codes beyond decoder.CODE_MEMORY go to
+        a temporary file in spill_dir (default: the system's)."""
         h = self.header(nc)
-        codes = self._codes(nc, h)
-        bar = _bar(progress, -(-codes.shape[-1] // DECODE_CHUNK), "decode")
-        yield from self._synth(codes, h.params.T24, h.sr, h.n_samples, h.params.gain_factors(),
-                               h.sr if out_sr is None else int(out_sr), bar=bar)
-        bar.close()
+        store = self._codes(nc, h, spill_dir)
+        bar = progress_bar(progress, -(-store.F // DECODE_CHUNK), "decode")
+        try:
+            yield from self._synth(store.blocks(DECODE_CHUNK), h.channels, h.params.T24, h.sr, h.n_samples,
+                                   h.params.gain_factors(), h.sr if out_sr is None else int(out_sr), bar=bar)
+        finally:  # also when the consumer stops early: the temporary code file goes now
+            bar.close()
+            store.close()
 
-    def decode_nc(self, nc: NcFile, progress: bool = False) -> tuple[np.ndarray, int]:
-        """-> (float32 [T] for mono or [T, C], sample rate)."""
-        y = np.concatenate(list(self.decode_blocks(nc, progress)), 1)  # [C, T]
-        return (y[0] if len(y) == 1 else np.ascontiguousarray(y.T)), nc.shape[0]
+    def decode_nc(self, nc: NcFile, progress: bool = False, max_bytes: int = MAX_ARRAY_BYTES
+                  ) -> tuple[np.ndarray, int]:
+        """-> (float32 [T] for mono or [T, C], sample rate). DecodeTooLargeError (a
+        ValueError, not an NcFormatError), before decoding anything, if that array would
+        exceed max_bytes: decode such files to disk (decode_to_file)."""
+        h = self.header(nc)
+        check_array_size(h.n_samples, h.channels, h.sr, max_bytes)
+        out = np.empty((h.n_samples,) if h.channels == 1 else (h.n_samples, h.channels), np.float32)
+        rows, pos = out.reshape(h.n_samples, h.channels), 0
+        for y in self.decode_blocks(nc, progress):
+            rows[pos:pos + y.shape[1]] = y.T
+            pos += y.shape[1]
+        assert pos == h.n_samples
+        return out, h.sr
 
     def decode(self, data: bytes) -> tuple[np.ndarray, int]:
         return self.decode_nc(NcFile.from_bytes(data))
@@ -346,26 +357,6 @@ def _not_empty(blocks, channels: int) -> Iterator[np.ndarray]:
         yield b
     if not n:
         yield np.zeros((channels, 1), np.float32)
-
-
-def _split(codes: np.ndarray, n: int) -> Iterator[np.ndarray]:
-    for i in range(0, codes.shape[-1], n):
-        yield codes[..., i:i + n]
-
-
-def _flag_last(it) -> Iterator[tuple[bool, np.ndarray]]:
-    prev = next(it, None)
-    for cur in it:
-        yield False, prev
-        prev = cur
-    if prev is not None:
-        yield True, prev
-
-
-def _bar(progress: bool, total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="chunk", disable=not progress or total < 2, leave=False)
 
 
 def encode_file(codec: AudioCodec, path, kbps: float | None = None, progress: bool = False) -> bytes:
@@ -391,5 +382,7 @@ def decode_to_file(codec: AudioCodec, nc: NcFile, out, progress: bool = False, o
     check_output_path(out)
     h = codec.header(nc)
     fmt, subtype = out_format(out, h.subtype)
-    write_blocks(out, codec.decode_blocks(nc, progress), h.sr, h.channels, fmt, subtype, overwrite)
+    # codes that do not fit in memory wait beside the output, which needs far more room
+    write_blocks(out, codec.decode_blocks(nc, progress, spill_dir=Path(out).parent), h.sr, h.channels, fmt,
+                 subtype, overwrite)
     return h.sr, h.n_samples, h.channels

@@ -138,6 +138,14 @@ class IndexPriors:
             raise ValueError("cdfs are not strictly increasing 16-bit CDFs")
         self._cmap = self.class_map.astype(np.int64)
         self._bits = -np.log2(freq / TOTAL)  # [n_tables, K + 1]
+        self._min_bits = self._bits.min(1).reshape(self.n_codebooks, self.n_ctx).min(1)  # per codebook
+        # Decoding's context lookup: _lut[k * (K + 2) + 1 + v] = table of codebook k after
+        # code v (v = -1 or K: START); _lut_rows[k] = k * (K + 2) + 1.
+        rows = np.arange(self.n_codebooks, dtype=np.int64)[:, None]
+        lut = np.full((self.n_codebooks, K + 2), START, np.int64)
+        lut[:, 1:-1] = self.class_map
+        self._lut = (rows * self.n_ctx + lut).astype(np.int32).reshape(-1)
+        self._lut_rows = (rows[:, 0] * (K + 2) + 1).astype(np.int32)
 
     @classmethod
     def fit(cls, codes_iter: Iterable, n_codebooks: int, codebook_size: int, n_ctx: int = 16,
@@ -241,18 +249,42 @@ class IndexPriors:
         """The segment length L an encoded stream was written with."""
         return _read_varint(bytes(data[:8]), 0)[0] if data else 1
 
-    def decode(self, data, n_q: int, F: int, mask=None) -> np.ndarray:
-        """bytes -> codes int64 [n_q, F] (-1 where not mask). Corrupt data raises FormatError."""
+    def min_stream_bytes(self, n_q: int, F: int, e: int) -> int:
+        """A lower bound on the size of any stream the decoder accepts for F frames of n_q
+        codebooks at e (stage_mask): each code carries at least the information of its
+        codebook's most probable symbol, and rANS loses under 1e-4 bit a symbol (its 64-bit
+        states start at 2^31 and are flushed whole). Checked before decoding, so a short
+        stream cannot make the decoder allocate codes for a long claim."""
+        m0, r = divmod(int(e), 1024)
+        counts = np.zeros(n_q)
+        counts[: min(m0, n_q)] = F
+        if m0 < n_q and r:
+            counts[m0] = F * e // 1024 - m0 * F
+        return int(counts @ np.maximum(self._min_bits[:n_q] - 1e-4, 0) // 8)
+
+    def decode(self, data, n_q: int, F: int, mask=None, **kw) -> np.ndarray:
+        """bytes -> codes [n_q, F] (-1 where not sent): decode_frames(...).T, a view."""
+        return self.decode_frames(data, n_q, F, mask, **kw).T
+
+    def decode_frames(self, data, n_q: int, F: int, mask=None, *, e: int | None = None,
+                      dtype=np.int64) -> np.ndarray:
+        """bytes -> codes [F, n_q] of dtype, -1 where not sent (mask [n_q, F], or
+        stage_mask(e, F, n_q) without building it). Corrupt data, or a code dtype cannot
+        hold, raises FormatError.
+
+        Memory: the codes, plus int32 table indexes and symbols for one stream at a time
+        (L = 1: the whole channel); no int64 temporaries of the codes' size."""
         if not 0 <= n_q <= self.n_codebooks or F < 0:
             raise ValueError(f"n_q must be in [0, {self.n_codebooks}] and F >= 0")
-        mask = np.ones((n_q, F), bool) if mask is None else np.asarray(mask, bool)
-        if mask.shape != (n_q, F):
-            raise ValueError(f"mask {mask.shape} does not match ({n_q}, {F})")
-        buf, out = bytes(data), np.full((n_q, F), -1, np.int64)
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != (n_q, F):
+                raise ValueError(f"mask {mask.shape} does not match ({n_q}, {F})")
+        buf = memoryview(bytes(data))
         if n_q * F == 0:
-            if buf:
+            if len(buf):
                 raise FormatError("index stream has trailing data")
-            return out
+            return np.full((F, n_q), -1, dtype)
         L, pos = _read_varint(buf, 0)
         if not 1 <= L <= F:
             raise FormatError(f"corrupt index stream (segment length {L} for {F} frames)")
@@ -263,14 +295,53 @@ class IndexPriors:
         bounds = [pos + b for b in bounds] + [len(buf)]
         if bounds[-2] > len(buf):
             raise FormatError("truncated index stream")
-        tables, base = self._tables(n_q), np.arange(n_q)[:, None] * self.n_ctx
+        tables, lim, out = self._tables(n_q), np.iinfo(dtype), None
         for j in range(L):
             S = -(-(F - j) // L)  # segments that have a frame j
-            ctx = self._classes(out[:, j - 1::L][:, :S]) if j else np.zeros((n_q, S), np.int64)
-            m = mask[:, j::L].T  # [S, n_q]
-            sym = decode_indexed(buf[bounds[j]:bounds[j + 1]], (base + ctx).T[m], *tables)
-            block = np.full(m.shape, -1, np.int64)
-            block[m] = sym
-            out[:, j::L] = block.T
+            sent = _sent(mask, e, j, L, S, n_q)
+            k = sent if isinstance(sent, int) else n_q  # codebooks to look at
+            if j:
+                idx = self._next_indexes(out[j - 1::L][:S, :k])
+            else:
+                idx = np.broadcast_to(self._lut[self._lut_rows[:k] - 1], (S, k))  # START
+            idx = np.ascontiguousarray(idx) if isinstance(sent, int) else idx[sent]
+            sym = decode_indexed(buf[bounds[j]:bounds[j + 1]], idx, *tables)
+            del idx
+            if sym.size and (sym.min() < lim.min or sym.max() > lim.max):
+                raise FormatError(f"index stream holds codes outside {np.dtype(dtype).name}")
+            if out is None:  # only now: with L = 1, stream 0's indexes are the channel's size
+                out = np.full((F, n_q), -1, dtype)
+            rows = out[j::L]  # [S, n_q], a view
+            if isinstance(sent, int):
+                rows[:, :k] = sym.reshape(S, k)
+            else:
+                rows[sent] = sym
         return out
 
+    def _next_indexes(self, prev: np.ndarray) -> np.ndarray:
+        """int32 table index of each code after the codes prev [S, k] (one frame of each
+        segment; START for absent or out-of-range codes), as _indexes() computes it."""
+        pos = prev.astype(np.int32)  # decoded symbols are int32
+        np.clip(pos, -1, self.codebook_size, out=pos)
+        pos += self._lut_rows[: prev.shape[1]]
+        return self._lut.take(pos)
+
+
+def _sent(mask, e: int | None, j: int, L: int, S: int, n_q: int) -> np.ndarray | int:
+    """Which codes of stream j (frames j, j + L, ...: S of them) are sent: bool [S, n_q], or
+    an int k when every frame sends stages 0..k-1."""
+    if mask is not None:
+        return mask[:, j::L].T
+    if e is None:
+        return n_q
+    m0, r = divmod(int(e), 1024)  # n(t) = m0 + (1 if (t r mod 1024) + r >= 1024)
+    if m0 >= n_q or not r:
+        return min(m0, n_q)
+    t_r = np.arange(S, dtype=np.uint32)  # (t r) mod 1024 for t = j + L s, in wrapping uint32
+    t_r *= np.uint32(L * r % 1024)
+    t_r += np.uint32(j * r % 1024)
+    t_r &= np.uint32(1023)
+    sent = np.zeros((S, n_q), bool)
+    sent[:, :m0] = True
+    sent[:, m0] = t_r >= 1024 - r
+    return sent

@@ -87,8 +87,13 @@ class StreamResampler:
     def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         if self.same:
             return np.ascontiguousarray(block, np.float32)
-        y = self.rs.resample_chunk(np.ascontiguousarray(block.T, np.float32), last=last)  # [n', C]
-        return np.ascontiguousarray(y.T)
+        return np.ascontiguousarray(self.frames(block, last).T)
+
+    def frames(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """[C, n] -> [n', C], soxr's layout (no transposed copy of a large output)."""
+        if self.same:
+            return np.asarray(block, np.float32).T
+        return self.rs.resample_chunk(np.ascontiguousarray(block.T, np.float32), last=last)
 
 
 class PowerMeter:
@@ -189,8 +194,8 @@ def write_blocks(out, blocks: Iterator[np.ndarray], sr: int, channels: int, fmt:
                         f.write(np.ascontiguousarray(y.T))
             except sf.LibsndfileError as e:
                 raise write_error(out, e) from None
-    finally:  # a failed write ends a decoding generator now, releasing what it holds (the
-        # lock of torch_utils.one_intra_op_thread), not when the traceback is collected
+    finally:  # a failed write ends a decoding generator now, releasing what it holds (its
+        # worker threads and temporary code file), not when the traceback is collected
         if hasattr(it, "close"):
             it.close()
 
