@@ -314,3 +314,19 @@ def tmpfs(path: Path, size: str, readonly: bool = False):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_codec(tmp_path_factory) -> str:
+    """A tiny random image codec folder (tests/_tiny_codec.py), exported once per session."""
+    from _tiny_codec import make_tiny_codec
+
+    return str(make_tiny_codec(tmp_path_factory.mktemp("codec")))
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_codec(tmp_path_factory) -> str:
+    """A tiny random audio codec folder (tests/_tiny_codec.py), exported once per session."""
+    from _tiny_codec import make_tiny_audio_codec
+
+    return str(make_tiny_audio_codec(tmp_path_factory.mktemp("acodec")))

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("soxr")
-from _tiny_codec import make_tiny_audio_codec, tone
+from _tiny_codec import tone
 
 import neurocodec
 from neurocodec.audio import io as aio
@@ -34,8 +34,8 @@ RELEASE1 = REPO / "tests" / "data" / "audio_rvq_release1.nc"  # written by the f
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(make_tiny_audio_codec(tmp_path_factory.mktemp("acodec")))
+def tiny(tiny_audio_codec) -> str:
+    return tiny_audio_codec
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 soxr = pytest.importorskip("soxr")
-from _tiny_codec import make_tiny_audio_codec, tone
+from _tiny_codec import tone
 
 import neurocodec
 from neurocodec.audio import decoder
@@ -39,8 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(make_tiny_audio_codec(tmp_path_factory.mktemp("acodec")))
+def tiny(tiny_audio_codec) -> str:
+    return tiny_audio_codec
 
 
 @pytest.fixture(scope="module")

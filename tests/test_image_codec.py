@@ -16,7 +16,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 
-from _tiny_codec import make_tiny_codec
 
 from neurocodec import api
 from neurocodec.bitstream import NcFile, NcFormatError
@@ -36,8 +35,8 @@ def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def tiny_codec(tmp_path_factory) -> Path:
-    return make_tiny_codec(tmp_path_factory.mktemp("codec"))
+def tiny_codec(tiny_image_codec) -> Path:
+    return Path(tiny_image_codec)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (17, 33, 3), (64, 64, 3), (70, 100, 3), (40, 30), (33, 65, 4)])

@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
-from _tiny_codec import TINY_ID, make_tiny_codec
+from _tiny_codec import TINY_ID
 from PIL import Image, features
 
 from neurocodec import api
@@ -29,9 +29,9 @@ H, W = 48, 64
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
+def tiny(tiny_image_codec) -> str:
     torch.set_num_threads(1)
-    return str(make_tiny_codec(tmp_path_factory.mktemp("codec")))
+    return tiny_image_codec
 
 
 def noise(h: int = H, w: int = W, c: int = 3, seed: int = 0) -> np.ndarray:

@@ -24,20 +24,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
-from _tiny_codec import TINY_ID, make_tiny_codec
+from _tiny_codec import TINY_ID, TINY_LMBDAS
 from PIL import Image, features
 
 from neurocodec.bitstream import NcFile
 from neurocodec.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_QUALITIES = 3  # -> default quality 1
+TINY_QUALITIES = len(TINY_LMBDAS)  # 3 -> default quality 1
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    """A tiny random hyperprior codec folder (tests/_tiny_codec.py)."""
-    return str(make_tiny_codec(tmp_path_factory.mktemp("codec"), TINY_QUALITIES))
+def tiny(tiny_image_codec) -> str:
+    """A tiny random hyperprior codec folder (tests/_tiny_codec.py), TINY_QUALITIES qualities."""
+    return tiny_image_codec
 
 
 def smooth_image(h: int, w: int, mode: str = "RGB") -> Image.Image:

@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 sf = pytest.importorskip("soundfile")
-from _tiny_codec import make_tiny_audio_codec, make_tiny_codec, tone  # noqa: E402
+from _tiny_codec import tone  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import neurocodec  # noqa: E402
@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(make_tiny_codec(tmp_path_factory.mktemp("codec")))
+def tiny(tiny_image_codec) -> str:
+    return tiny_image_codec
 
 
 @pytest.fixture(scope="module")
-def tiny_audio(tmp_path_factory) -> str:
-    return str(make_tiny_audio_codec(tmp_path_factory.mktemp("acodec")))
+def tiny_audio(tiny_audio_codec) -> str:
+    return tiny_audio_codec
 
 
 def sha(p) -> str:
