@@ -457,7 +457,8 @@ def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
 
     ramp = np.linspace(0, 65535, 64 * 16).reshape(16, 64).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
-    rgb, channels = read_image(tmp_path / "g16.png")
+    with pytest.warns(UserWarning, match="16-bit samples reduced to 8 bits"):
+        rgb, channels = read_image(tmp_path / "g16.png")
     assert channels == 1
     assert np.abs(rgb[:, :, 0].astype(int) - (ramp >> 8)).max() <= 1
 
