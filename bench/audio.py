@@ -197,13 +197,14 @@ def report(payload: dict, results: dict, name: str, codec) -> list[str]:
     lines = [f"# Audio codec `{name}` vs Opus", "", *provenance_md(prov),
              f"- torch threads: {prov['torch_threads']}; Opus: {prov['opus']} (`opusenc --hard-cbr`, decoded with `opusdec --rate <input rate>`)",
              f"- training: step {payload['training'].get('step')}, {payload['training'].get('minutes')} min on CPU", ""]
-    cols = ["system", "nominal kbps", "file kbps", "Opus payload kbps", "stages/frame", "SI-SDR dB", "mel dist",
-            "STOI", "PESQ-WB", "enc+dec ×RT", "entropy saving"]
+    cols = ["system", "nominal kbps", "file kbps", "Opus payload kbps", "stages/frame", "level dB (mean / worst)",
+            "SI-SDR dB", "mel dist", "STOI", "PESQ-WB", "enc+dec ×RT", "entropy saving"]
     for set_name, res in results.items():
         rows = []
         for m in res["means"]:
             rows.append([m["system"], fmt(m["nominal_kbps"], 2), fmt(m["kbps"], 3), fmt(m.get("payload_kbps"), 3),
-                         fmt(m.get("stages"), 2), fmt(m["si_sdr"], 2), fmt(m["mel"], 3), fmt(m["stoi"], 3),
+                         fmt(m.get("stages"), 2),
+                         f"{fmt(m.get('level_db'), 2)} / {fmt(m.get('level_db_worst'), 2)}", fmt(m["si_sdr"], 2), fmt(m["mel"], 3), fmt(m["stoi"], 3),
                          fmt(m["pesq_wb"], 2), fmt(m.get("encdec_rtf"), 1), fmt(m.get("entropy_saving_pct"), 1, " %")])
         lines += [f"## {set_name}: {res['files']} files, {sum(r['seconds'] for r in res['rows']) / max(1, len({r['system'] + str(r['nominal_kbps']) for r in res['rows']})):.1f} s",
                   "", *md_table(cols, rows), "", f"Per file: `audio/{set_name}/per_file.csv`; plot: `audio/{set_name}/quality.png`.", ""]
@@ -232,6 +233,10 @@ def report(payload: dict, results: dict, name: str, codec) -> list[str]:
         t.append(["≤ 6 kbps speech: STOI ≥ 0.85", f"{fmt(s6, 3)} (Opus 6 kbps {fmt(opus6['stoi'], 3)})", verdict(s6 >= 0.85)])
     if at15:
         t.append(["1.5 kbps speech: STOI ≥ 0.75", fmt(at15["stoi"], 3), verdict(at15["stoi"] >= 0.75)])
+    lv = max((m["level_db_worst"] for res in results.values() for m in res["means"] if m["system"] == name),
+             default=float("nan"))
+    t.append(["decoded level within 0.5 dB RMS of the input (every file)", f"worst |change| {fmt(lv, 2)} dB",
+              verdict(lv <= 0.5)])
     t.append(["encode + decode ≥ 10× real time (2 cores)", f"{fmt(rtf, 1)}× (slowest set and rate)", verdict(rtf >= 10)])
     t.append(["file bitrate within 2 % of nominal (headers included)",
               (f"worst file {fmt(worst, 2)} % off (largest excess {fmt(over, 2)} %) over {len(all_rows)} files × rates; "

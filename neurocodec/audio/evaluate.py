@@ -16,12 +16,18 @@ from tqdm import tqdm
 from . import metrics
 from .io import list_audio, read_audio
 
-METRICS = ("si_sdr", "mel", "stoi", "pesq_wb")
+METRICS = ("si_sdr", "mel", "stoi", "pesq_wb", "level_db")
+
+
+def level_db(ref: np.ndarray, est: np.ndarray) -> float:
+    """Decoded minus original RMS level, dB (0: the level is kept)."""
+    p_ref, p_est = (float(np.mean(np.square(a, dtype=np.float64))) for a in (ref, est))
+    return 10 * math.log10(p_est / p_ref) if p_ref > 0 and p_est > 0 else float("nan")
 
 
 def score(ref: np.ndarray, est: np.ndarray, sr: int, pesq: bool) -> dict:
     r, e = ref.mean(0) if ref.ndim == 2 else ref, est.mean(0) if est.ndim == 2 else est
-    return {"si_sdr": metrics.si_sdr(r, e), "mel": metrics.mel_distance(r, e, sr),
+    return {"level_db": level_db(ref, est), "si_sdr": metrics.si_sdr(r, e), "mel": metrics.mel_distance(r, e, sr),
             "stoi": metrics.stoi(r, e, sr), "pesq_wb": metrics.pesq_wb(r, e, sr) if pesq else float("nan")}
 
 
@@ -81,6 +87,8 @@ def summarize(rows: list[dict]) -> list[dict]:
         for key in METRICS:
             v = [r[key] for r in rs if not math.isnan(r[key])]
             m[key] = float(np.mean(v)) if v else float("nan")
+        lv = [abs(r["level_db"]) for r in rs if not math.isnan(r["level_db"])]
+        m["level_db_worst"] = float(max(lv)) if lv else float("nan")  # the largest |level change|
         if "index_bytes" in rs[0]:  # entropy coding against fixed-length packing of the same codes
             m["stages"] = sum(r["stages"] * r["seconds"] for r in rs) / sec
             m["entropy_saving_pct"] = 100 * (1 - sum(r["index_bytes"] for r in rs) / sum(r["fixed_bytes"] for r in rs))
@@ -95,11 +103,11 @@ def write_outputs(res: dict, out: Path) -> None:
     from weightzip.api import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "results.json") as tmp:
+    with atomic_path(out / "results.json", overwrite=True) as tmp:  # the CLI checked --out
         tmp.write_text(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1) + "\n")
     keys = sorted({k for r in res["rows"] for k in r}, key=lambda k: list(res["rows"][0]).index(k)
                   if k in res["rows"][0] else 99)
-    with atomic_path(out / "per_file.csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(out / "per_file.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(res["rows"])
@@ -127,6 +135,6 @@ def plot(means: list[dict], path: Path, title: str = "") -> None:
     np.atleast_1d(axes)[0].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
