@@ -157,6 +157,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     ap.add_argument("--no-memory", action="store_true", help="skip the 10-minute memory test")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, all cores)")
     a = ap.parse_args()
 
     from neurocodec.audio.anchors import opus_available, opus_version
@@ -169,6 +170,8 @@ def main() -> int:
     prov = provenance()
     import torch
 
+    if a.threads:  # e.g. 1 while another job holds a core: 2 threads on 1 free core crawl
+        torch.set_num_threads(a.threads)
     prov["torch_threads"] = torch.get_num_threads()
     prov["opus"] = opus_version() if opus_available() else "unavailable"
     results = {}
