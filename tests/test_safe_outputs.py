@@ -210,8 +210,11 @@ def test_signals_remove_the_temporary(tmp_path, sig, status):
     src = tmp_path / "big.safetensors"
     _big_float_file(src)
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    # A background job of a non-interactive shell (CI) starts with SIGINT ignored, and Python
+    # then keeps ignoring it: restore the default, as an interactive terminal has it.
     p = subprocess.Popen([sys.executable, "-m", "weightzip", "pack", str(src), "--level", "max", "-q",
-                          "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_temp(tmp_path, p)
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
