@@ -236,3 +236,15 @@ def test_import_does_not_import_torch(tmp_path):
     r = run_python(code, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout.decode().strip() == "False", "a numpy/safetensors-only workflow imported torch"
+
+
+def test_safetensors_of_more_than_32_dims_is_kept_byte_exact(tmp_path):
+    """numpy cannot hold it: the tensor is stored as bytes, the file still comes back exact."""
+    import json as _json
+    hdr = _json.dumps({"t": {"dtype": "F32", "shape": [1] * 33, "data_offsets": [0, 4]}}).encode()
+    src = tmp_path / "d33.safetensors"
+    src.write_bytes(len(hdr).to_bytes(8, "little") + hdr + b"\x00\x00\x80\x3f")
+    wz = weightzip.pack(src, tmp_path / "d33.wz")
+    assert "t" not in weightzip.open(wz).keys()
+    out = weightzip.unpack(wz, tmp_path / "back.safetensors")
+    assert out.read_bytes() == src.read_bytes()

@@ -37,6 +37,7 @@ CHUNK_BYTES = 1 << 20  # 1 MiB: enough symbols to amortise tables, small enough 
 MAX_CHUNK_BYTES = 16 << 20  # readers refuse larger chunks: bounds what one record can claim
 SLAB_BYTES = 32 << 20  # unit of streaming I/O: bounds memory whatever the tensor size
 MAX_INDEX = 1 << 30
+MAX_DIMS = 32  # numpy 1.x's limit: a tensor of more dims could not be loaded (stored as bytes)
 METHODS = ("raw", "const", "rans", "zstd", "cm")
 BYTES = BY_NAME["U8"]
 
@@ -111,6 +112,8 @@ class Writer:
         first, count, nbytes = self._encode(slabs, dt, row)
         if nbytes != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
             raise ValueError(f"tensor {name!r}: data size does not match its shape")
+        if len(shape) > MAX_DIMS:
+            raise ValueError(f"tensor {name!r}: more than {MAX_DIMS} dimensions")
         self.entries.append(Entry("tensor", first, count, nbytes, name, dt.name, tuple(shape), extra or {}))
         return len(self.entries) - 1
 
@@ -276,6 +279,8 @@ class Reader:
         if e.kind == "tensor":
             e.name, e.dtype = str(d["name"]), str(d["dtype"])
             e.shape = tuple(int(s) for s in d["shape"])
+            if len(e.shape) > MAX_DIMS:
+                raise FormatError(f"corrupt index (tensor {e.name!r} has {len(e.shape)} dimensions)")
             if any(s < 0 for s in e.shape) or by_name(e.dtype).itemsize * int(np.prod(e.shape, dtype=object)) != nbytes:
                 raise FormatError(f"corrupt index (tensor {e.name!r} shape/size)")
             # An empty tensor's other dims are unchecked by its size; numpy refuses shapes whose

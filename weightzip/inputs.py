@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import torch_zip
-from .container import Writer, slabs_from_file
+from .container import MAX_DIMS, Writer, slabs_from_file
 from .dtypes import BY_NAME, from_numpy
 from .errors import FormatError
 
@@ -61,6 +61,8 @@ def safetensors_layout(f: BinaryIO, size: int) -> tuple[int, list[tuple], dict] 
         except (TypeError, KeyError, ValueError):
             return None
         if not all(type(v) is int for v in (begin, end, *shape)) or not isinstance(dtype, str):
+            return None
+        if len(shape) > MAX_DIMS:  # valid safetensors, but no numpy array: kept as bytes
             return None
         dt = BY_NAME.get(dtype)
         if dt is None or not (0 <= begin <= end <= data_len) or any(s < 0 for s in shape):

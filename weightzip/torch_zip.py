@@ -21,6 +21,7 @@ import zlib
 from typing import Any, BinaryIO
 
 from . import zipscan
+from .container import MAX_DIMS
 from .dtypes import BY_NAME
 from .errors import FormatError
 from .pickle_scan import MAX_PICKLE, Call, Global, PersId, SDict, scan
@@ -166,7 +167,7 @@ def storage_span(start: int, nbytes: int, key: str, uses: list[Ref], big_endian:
                 best = u
                 break
     name = "".join(c if c.isprintable() else "?" for c in best.path or f"data/{key}")  # a label
-    return start, start + nbytes, name, dtype, shape if shape is not None else (n,)
+    return start, start + nbytes, name, dtype, shape if shape is not None and len(shape) <= MAX_DIMS else (n,)
 
 
 def _unique(spans: list[Span]) -> list[Span]:
