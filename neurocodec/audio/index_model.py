@@ -30,7 +30,8 @@ import numpy as np
 
 from weightzip.errors import FormatError
 
-from ..bitstream import _varint
+from ..bitstream import NcFormatError, _varint
+from ..bitstream import _read_varint as read_varint
 from ..entropy import PRECISION, decode_indexed, encode_indexed
 
 TOTAL = 1 << PRECISION
@@ -56,14 +57,11 @@ def stage_mask(e: int, F: int, n_q: int) -> np.ndarray:
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    v = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 35:
-            raise FormatError("truncated or corrupt index stream header")
-        b = buf[pos]
-        v, pos, shift = v | (b & 0x7F) << shift, pos + 1, shift + 7
-        if not b & 0x80:
-            return v, pos
+    """The container's LEB128 reader; its errors are this module's FormatError."""
+    try:
+        return read_varint(buf, pos)
+    except NcFormatError:
+        raise FormatError("truncated or corrupt index stream header") from None
 
 
 def _quantize(pmf: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from neurocodec.bitstream import _varint as varint
 from weightzip import _C
 
 MAGIC = b"\x89NC"
@@ -30,16 +31,9 @@ class Nc:
     streams: list[bytes]
 
 
-def varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, v = v & 0x7F, v >> 7
-        out.append(b | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
 def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Laxer than neurocodec's reader (up to 63 bits), so that files this mutator wrote with
+    out-of-range values can be mutated again."""
     v = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
