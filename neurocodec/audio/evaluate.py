@@ -100,7 +100,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def write_outputs(res: dict, out: Path) -> None:
-    from weightzip.api import atomic_path
+    from weightzip.atomic import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.json", overwrite=True) as tmp:  # the CLI checked --out
@@ -120,7 +120,7 @@ def plot(means: list[dict], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from weightzip.api import atomic_path
+    from weightzip.atomic import atomic_path
 
     keys = [k for k in ("pesq_wb", "stoi", "mel", "si_sdr") if any(not math.isnan(m[k]) for m in means)]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4))

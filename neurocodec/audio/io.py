@@ -182,7 +182,7 @@ def write_blocks(out, blocks: Iterator[np.ndarray], sr: int, channels: int, fmt:
     (libsndfile only says "System error.")."""
     import soundfile as sf
 
-    from weightzip.api import atomic_path
+    from weightzip.atomic import atomic_path
 
     out = Path(out)
     it = iter(blocks)

@@ -78,7 +78,7 @@ def write_image(path, img: np.ndarray, overwrite: bool = False) -> Path:
     path is replaced only with overwrite=True (FileExistsError otherwise)."""
     from PIL import Image
 
-    from weightzip.api import atomic_path
+    from weightzip.atomic import atomic_path
 
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[2] == 1:
