@@ -3,7 +3,7 @@
     /work/venv/bin/python bench/audio.py                       # default audio codec, both test sets
     /work/venv/bin/python bench/audio.py --codec audio-rvq --limit 5 --no-memory
 
-Per set (speech/test, music/test): neurocodec.audio.evaluate at 1.5/3/6 kbps and Opus at
+Per set (speech/test, music/test): neurocodec.tools.audio.evaluate at 1.5/3/6 kbps and Opus at
 6/12 kbps -> <out>/audio/<set>/{results.json,per_file.csv,quality.png}. Then: index entropy
 coding against fixed-length packing, codebook usage entropy on the test audio, streaming
 seams (chunked against one-window decoding), peak memory of a 10 s and a 10 min file
@@ -41,7 +41,7 @@ def usage_entropy(codec, folder: Path, limit: int | None) -> list[float]:
     """Per codebook: entropy of the code histogram over the test audio / log2(K)."""
     import torch
 
-    from neurocodec.audio.io import list_audio, read_audio
+    from neurocodec.runtime.audio.io import list_audio, read_audio
 
     K, hist = codec.cfg.codebook_size, np.zeros((codec.n_max, codec.cfg.codebook_size))
     for p in list_audio(folder)[:limit]:
@@ -56,10 +56,10 @@ def usage_entropy(codec, folder: Path, limit: int | None) -> list[float]:
 
 def seams(codec, path: Path) -> dict:
     """Chunked decoding (as the codec does it) against decoding all frames in one window."""
-    from neurocodec.audio.codec import DECODE_CHUNK
-    from neurocodec.audio.io import read_audio
-    from neurocodec.audio.stream import decode_stream
-    from neurocodec.bitstream import NcFile
+    from neurocodec.runtime.audio.codec import DECODE_CHUNK
+    from neurocodec.runtime.audio.io import read_audio
+    from neurocodec.runtime.audio.stream import decode_stream
+    from neurocodec.runtime.bitstream import NcFile
 
     x, sr = read_audio(path)
     nc = NcFile.from_bytes(codec.encode(np.ascontiguousarray(x.T), sr, kbps=6.0))
@@ -86,7 +86,7 @@ def peak_rss_mb(args: list[str]) -> float:
 def memory(codec_name: str) -> dict:
     import soundfile as sf
 
-    from neurocodec.audio.io import list_audio, read_audio
+    from neurocodec.runtime.audio.io import list_audio, read_audio
 
     clips = [read_audio(p, 16000)[0][0] for p in list_audio(SETS["speech"])]
     speech = np.concatenate(clips)
@@ -160,9 +160,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, all cores)")
     a = ap.parse_args()
 
-    from neurocodec.audio.anchors import opus_available, opus_version
-    from neurocodec.audio.evaluate import evaluate
-    from neurocodec.registry import default_codec, load_codec
+    from neurocodec.tools.audio.anchors import opus_available, opus_version
+    from neurocodec.tools.audio.evaluate import evaluate
+    from neurocodec.runtime.registry import default_codec, load_codec
 
     name = a.codec or default_codec("audio")
     codec = load_codec(name)

@@ -6,7 +6,7 @@
 
 Codec names are passed unchanged to the backend (``neurocodec.api`` unless ``--backend``
 names another module with the same ``encode/decode/load_codec`` functions).  Per codec:
-``<out>/image/<codec>/{per_image.csv,results.json,rd.png}`` (neurocodec.image.evaluate);
+``<out>/image/<codec>/{per_image.csv,results.json,rd.png}`` (neurocodec.tools.image.evaluate);
 summary: ``<out>/image.md``, ``<out>/image.json`` and ``<out>/image_rd.png``.
 """
 
@@ -42,8 +42,8 @@ from bench._common import (
     provenance,
     write_reports,
 )
-from neurocodec.image.evaluate import AUTO, evaluate, find_anchors_json, json_safe
-from neurocodec.rd import bd_psnr, bd_rate, load_anchor_curves, plot_rd, safe_bd
+from neurocodec.tools.image.evaluate import AUTO, evaluate, find_anchors_json, json_safe
+from neurocodec.tools.rd import bd_psnr, bd_rate, load_anchor_curves, plot_rd, safe_bd
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "images" / "kodak"
 
@@ -198,7 +198,7 @@ def run_codec(codec: str, args: argparse.Namespace, backend: Any, threads: list[
 NOTES = """\
 ## Method
 
-- `neurocodec.image.evaluate`: every image is encoded to a complete `.nc` file with the public
+- `neurocodec.tools.image.evaluate`: every image is encoded to a complete `.nc` file with the public
   API (`encode(img, codec=, quality=)`) and decoded with `decode(bytes)`; bpp = 8 * file bytes /
   (H * W), so container and header bytes count.  PSNR-RGB = 10 log10(255^2 / MSE over all RGB
   values), averaged over images per quality (the convention of the published Kodak curves);

@@ -24,8 +24,8 @@ from bench._common import (
     write_reports,
 )
 from neurocodec import api
-from neurocodec.image.evaluate import evaluate
-from neurocodec.rd import bd_rate, safe_bd
+from neurocodec.tools.image.evaluate import evaluate
+from neurocodec.tools.rd import bd_rate, safe_bd
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "kodak"
 

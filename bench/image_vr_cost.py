@@ -49,8 +49,8 @@ def main() -> int:
                "--init", str(ckpt), "--steps", str(a.steps), "--crop", "128", "--batch", "8",
                "--lr", str(a.lr), "--threads", "1", *extra]
         jobs[label] = (out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
-    from neurocodec.image.evaluate import evaluate
-    from neurocodec.image.export import export
+    from neurocodec.tools.image.evaluate import evaluate
+    from neurocodec.tools.image.export import export
 
     rows, results = [], {}
     for i, (label, (out, proc)) in enumerate(jobs.items()):
@@ -63,7 +63,7 @@ def main() -> int:
         results[label] = {"bpp": c["bpp"][0], "psnr": c["psnr"][0]}
     import math
 
-    from neurocodec.image.models import ImageModelConfig
+    from neurocodec.runtime.image.models import ImageModelConfig
 
     lmbda = ImageModelConfig.from_dict(json.loads((tmp / "all_qualities" / "codec" / "codec.json").read_text())["model"]).lmbdas[a.quality]
     for label, r in results.items():

@@ -11,10 +11,10 @@ without overwrite=True (FileExistsError).
 """
 __version__ = "0.2.0"
 
-from .api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
-from .audio.checks import DecodeTooLargeError
-from .bitstream import NcFormatError
-from .registry import CodecNotFound, UnknownCodecId
+from neurocodec.api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
+from neurocodec.runtime.audio.checks import DecodeTooLargeError
+from neurocodec.runtime.bitstream import NcFormatError
+from neurocodec.runtime.registry import CodecNotFound, UnknownCodecId
 
 __all__ = ["CodecNotFound", "DecodeTooLargeError", "NcFormatError", "UnknownCodecId", "decode", "decode_file", "encode", "encode_file",
            "info", "list_codecs", "load_codec"]

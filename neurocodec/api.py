@@ -12,8 +12,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from .bitstream import NcFile, NcFormatError
-from .registry import default_codec, list_codecs, load_by_id, load_codec, meta_by_id
+from neurocodec.runtime.bitstream import NcFile, NcFormatError
+from neurocodec.runtime.registry import default_codec, list_codecs, load_by_id, load_codec, meta_by_id
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -24,7 +24,7 @@ __all__ = ["decode", "decode_file", "encode", "encode_file", "info", "list_codec
 def _is_audio_path(x: Any) -> bool:
     if not isinstance(x, (str, os.PathLike)):
         return False
-    from .audio.io import is_audio_path
+    from neurocodec.runtime.audio.io import is_audio_path
 
     return is_audio_path(x)
 
@@ -42,7 +42,7 @@ def encode(data: Any, sr: int | None = None, codec: str | None = None, quality: 
     if sr is not None or _is_audio_path(data):
         if quality is not None or refine_steps:
             raise ValueError("quality and refine_steps are for images; audio takes kbps")
-        from .audio.codec import encode_file
+        from neurocodec.runtime.audio.codec import encode_file
 
         c = load_codec(codec or default_codec("audio"))
         if c.kind != "audio":
@@ -57,7 +57,7 @@ def encode(data: Any, sr: int | None = None, codec: str | None = None, quality: 
         raise ValueError(f"codec {c.name!r} is an {c.kind} codec: pass audio with its sample rate (sr=)")
     c.check_encode_args(quality, refine_steps)  # before reading: a bad argument warns about nothing
     if isinstance(data, (str, os.PathLike)):
-        from .image.io import read_image
+        from neurocodec.runtime.image.io import read_image
 
         rgb, channels = read_image(data)
         data = rgb if channels != 1 else rgb[:, :, 0]
@@ -114,7 +114,7 @@ def encode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = 
 
     dst defaults to SRC with the suffix .nc (an existing folder: SRC's name with .nc inside
     it). An existing dst is replaced only with overwrite=True; dst is checked before the work."""
-    from weightzip.atomic import check_writable
+    from weightzip.core import check_writable
 
     src = Path(src)
     if not src.is_file():
@@ -122,7 +122,7 @@ def encode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = 
     out = _output(src, dst, ".nc")
     check_writable(out, overwrite)
     data = encode(src, codec=codec, quality=quality, refine_steps=refine_steps, kbps=kbps, progress=progress)
-    from .bitstream import write_atomic
+    from weightzip.core import write_atomic
 
     return write_atomic(out, data, overwrite)
 
@@ -142,21 +142,21 @@ def decode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = 
     dst defaults to SRC's stem + ".decoded.png" / ".decoded.wav" beside it (p.nc ->
     p.decoded.png), so the original p.png is never overwritten. An existing dst is replaced
     only with overwrite=True; dst (suffix, folder) is checked before any decoding work."""
-    from weightzip.atomic import check_writable
+    from weightzip.core import check_writable
 
     src = Path(src)
     nc = NcFile.from_bytes(src.read_bytes())
     c = codec_for(nc, codec)
     if c.kind == "audio":
-        from .audio.codec import decode_to_file
-        from .audio.io import check_output_path
+        from neurocodec.runtime.audio.codec import decode_to_file
+        from neurocodec.runtime.audio.io import check_output_path
 
         out = _output(src, dst, ".wav", decoded=True)
         check_output_path(out)
         check_writable(out, overwrite)
         decode_to_file(c, nc, out, progress=progress, overwrite=overwrite)
         return out
-    from .image.io import check_image_output, write_image
+    from neurocodec.runtime.image.io import check_image_output, write_image
 
     out = _output(src, dst, ".png", decoded=True)
     check_image_output(out, shape=nc.shape)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def cmd_encode(a: argparse.Namespace) -> int:
-    from . import api
+    from neurocodec import api
 
     out = api.encode_file(a.input, a.output, codec=a.codec, quality=a.quality, refine_steps=a.refine_steps,
                           kbps=a.kbps, progress=not a.quiet, overwrite=a.force)
@@ -25,7 +25,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
-    from . import api
+    from neurocodec import api
 
     out = api.decode_file(a.input, a.output, codec=a.codec, progress=not a.quiet, overwrite=a.force)
     d = api.info(Path(a.input).read_bytes())
@@ -38,7 +38,7 @@ def cmd_decode(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from . import api
+    from neurocodec import api
 
     info = api.info(Path(a.input).read_bytes())
     if a.json:
@@ -50,7 +50,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from .registry import list_codecs
+    from neurocodec.runtime.registry import list_codecs
 
     codecs = list_codecs()
     if a.json:
@@ -79,7 +79,7 @@ def _prod(v) -> int:
 
 
 def train_audio(a: argparse.Namespace) -> int:
-    from .audio.train import DEFAULT_MODEL, AudioTrainConfig, train
+    from neurocodec.tools.audio.train import DEFAULT_MODEL, AudioTrainConfig, train
 
     cfg = AudioTrainConfig(data=list(a.data), out=a.out or f"runs/{a.codec}", steps=a.steps,
                            time_budget_min=a.time_budget or 0.0,
@@ -94,12 +94,12 @@ def train_audio(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     if a.init:  # a bad --init fails now, in one line, not after the data is loaded
-        from .torch_utils import load_checkpoint
+        from neurocodec.runtime.torch_utils import load_checkpoint
 
         load_checkpoint(a.init)
     if a.codec.startswith("audio"):
         return train_audio(a)
-    from .image.train import TrainConfig, train
+    from neurocodec.tools.image.train import TrainConfig, train
 
     if len(a.data) != 1:
         raise ValueError("image training takes one --data folder")
@@ -129,19 +129,19 @@ def _fresh_folder(path: str, force: bool) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from .torch_utils import load_checkpoint
+    from neurocodec.runtime.torch_utils import load_checkpoint
 
     state = load_checkpoint(a.checkpoint)
     _fresh_folder(a.out, a.force)
     if state["config"]["model"].get("arch", "").startswith("audio"):
-        from .audio.export import export as export_audio
+        from neurocodec.tools.audio.export import export as export_audio
 
         data = a.prior_data or state["config"]["train"]["data"]
         out = export_audio(a.checkpoint, a.out, a.name, a.id, data, default=a.default,
                            default_kbps=a.default_kbps)
         print(f"codec {a.name!r} (id {a.id}) written to {out}")
         return 0
-    from .image.export import export
+    from neurocodec.tools.image.export import export
 
     out = export(a.checkpoint, a.out, a.name, a.id, default_quality=a.default_quality, default=a.default)
     print(f"codec {a.name!r} (id {a.id}) written to {out}")
@@ -149,7 +149,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def eval_audio(a: argparse.Namespace) -> int:
-    from .audio.evaluate import evaluate
+    from neurocodec.tools.audio.evaluate import evaluate
 
     kbps = tuple(float(v) for v in (a.kbps or "1.5,3,6").split(","))
     opus = () if a.no_anchors else (6.0, 12.0)
@@ -163,13 +163,13 @@ def eval_audio(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from .registry import codec_meta
+    from neurocodec.runtime.registry import codec_meta
 
     _fresh_folder(a.out, a.force)
 
     if codec_meta(a.codec).get("kind") == "audio":
         return eval_audio(a)
-    from .image.evaluate import evaluate
+    from neurocodec.tools.image.evaluate import evaluate
 
     qualities = [int(v) for v in a.qualities.split(",")] if a.qualities else None
     res = evaluate(a.codec, a.data, a.out, qualities=qualities, anchors=not a.no_anchors,

@@ -167,6 +167,15 @@ def atomic_path(dst: os.PathLike | str, overwrite: bool = False) -> Iterator[Pat
         os.replace(tmp, dst)
 
 
+def write_atomic(dst: os.PathLike | str, data: bytes | bytearray | memoryview, overwrite: bool = False) -> Path:
+    """Write data to a temporary sibling of dst, then rename it over dst: never a half-written
+    output. An existing dst is replaced only with overwrite=True (FileExistsError otherwise)."""
+    dst = Path(dst)
+    with atomic_path(dst, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return dst
+
+
 @contextmanager
 def atomic_folder(dst: os.PathLike | str, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty hidden staging folder beside dst. On success it becomes dst if dst does

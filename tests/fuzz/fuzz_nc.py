@@ -20,8 +20,8 @@ import zlib
 import numpy as np
 
 import neurocodec
-from neurocodec.bitstream import NcFile
-from neurocodec.registry import CodecNotFound, load_by_id
+from neurocodec.runtime.bitstream import NcFile
+from neurocodec.runtime.registry import CodecNotFound, load_by_id
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ncmut  # noqa: E402

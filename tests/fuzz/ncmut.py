@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from neurocodec.bitstream import _varint as varint
+from weightzip.core import write_varint as varint
 from weightzip import _C
 
 MAGIC = b"\x89NC"

@@ -79,7 +79,7 @@ def test_nc_rebuild_is_exact_and_mutations_keep_checksums():
     pool = [p.read_bytes() for p in seeds("nc-image") + seeds("nc-audio")]
     for blob in pool:
         assert ncmut.build(ncmut.parse(blob)) == blob
-    from neurocodec.bitstream import NcFile, NcFormatError
+    from neurocodec.runtime.bitstream import NcFile, NcFormatError
     rng = random.Random(2)
     for i in range(300):
         out = ncmut.mutate(rng.choice(pool), 8192, i, lambda d, n: d)
@@ -120,6 +120,6 @@ def test_wz_tensor_of_33_dims_is_a_format_error():  # regression: numpy's bare V
 @pytest.mark.parametrize("target", ["nc-image", "nc-audio"])
 def test_nc_seeds_pass_the_oracle(target, one_torch_thread):
     import fuzz_nc
-    from neurocodec.registry import CodecNotFound
+    from neurocodec.runtime.registry import CodecNotFound
     for p in seeds(target):
         oracle(fuzz_nc.one_input, p.read_bytes(), extra=(CodecNotFound,))

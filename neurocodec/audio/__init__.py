@@ -1,1 +1,0 @@
-"""Learned audio codecs: a convolutional autoencoder around residual vector quantization."""

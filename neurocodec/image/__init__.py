@@ -1,1 +1,0 @@
-"""Learned image codecs: models, training, bitstreams, evaluation."""
