@@ -1,20 +1,26 @@
 """neurocodec: learned codecs with real entropy-coded bitstreams.
 
-    data = neurocodec.encode(img)            # uint8 HxWx3 -> .nc bytes
-    img = neurocodec.decode(data)            # -> uint8 HxWx3
-    codec = neurocodec.load_codec("hyperprior")
-    neurocodec.encode_file("p.png")          # -> p.nc;  decode_file("p.nc") -> p.decoded.png
+    data = neurocodec.encode(img, quality=3)     # uint8 HxWx3 -> .nc bytes
+    img = neurocodec.decode(data)                # -> uint8 HxWx3
+    data = neurocodec.encode(audio, sr, kbps=6)  # float [T] or [T, C] -> .nc bytes
+    codec = neurocodec.load_codec("hyperprior")  # a neurocodec.Codec
+    neurocodec.encode_file("p.png")              # -> p.nc;  decode_file("p.nc") -> p.decoded.png
+
+Layout: neurocodec.runtime holds what encode/decode need (the Codec contract, the registry,
+the .nc container, one package per codec kind); neurocodec.tools trains, evaluates and
+exports codecs. Importing neurocodec never imports torch: a codec's model loads on first use.
 
 Errors: everything decode() raises for a file it cannot decode is a NcFormatError (a
 ValueError); bad inputs to encode() are ValueErrors; existing outputs are never replaced
 without overwrite=True (FileExistsError).
 """
-__version__ = "0.2.0"
+from weightzip import __version__
 
 from neurocodec.api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
 from neurocodec.runtime.audio.checks import DecodeTooLargeError
 from neurocodec.runtime.bitstream import NcFormatError
+from neurocodec.runtime.codec import Codec, MissingDependency
 from neurocodec.runtime.registry import CodecNotFound, UnknownCodecId
 
-__all__ = ["CodecNotFound", "DecodeTooLargeError", "NcFormatError", "UnknownCodecId", "decode", "decode_file", "encode", "encode_file",
-           "info", "list_codecs", "load_codec"]
+__all__ = ["Codec", "CodecNotFound", "DecodeTooLargeError", "MissingDependency", "NcFormatError", "UnknownCodecId",
+           "__version__", "decode", "decode_file", "encode", "encode_file", "info", "list_codecs", "load_codec"]

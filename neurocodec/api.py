@@ -1,6 +1,8 @@
-"""Python API: encode / decode bytes, load codecs, inspect files.
+"""Python API: encode / decode bytes and files, load codecs, inspect files. Everything goes
+through the Codec contract (neurocodec.runtime.codec): the kind of an input is whichever
+registered kind accepts it, the codec of a file is the one its id names.
 
-Images: ``encode(img)`` -> bytes, ``decode(data)`` -> uint8 array.
+Images: ``encode(img, quality=3)`` -> bytes, ``decode(data)`` -> uint8 array.
 Audio: ``encode(audio, sr, kbps=6)`` -> bytes, ``decode(data)`` -> (float32 array, sr); audio
 arrays are [samples] (mono) or [samples, channels], as soundfile reads them.
 """
@@ -10,61 +12,59 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-import numpy as np
+from weightzip.core import check_writable, write_atomic
 
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
-from neurocodec.runtime.registry import default_codec, list_codecs, load_by_id, load_codec, meta_by_id
+from neurocodec.runtime.codec import Codec, given
+from neurocodec.runtime.registry import (
+    codec_meta,
+    default_codec,
+    kind_class,
+    kind_for_input,
+    list_codecs,
+    load_by_id,
+    load_codec,
+    meta_by_id,
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["decode", "decode_file", "encode", "encode_file", "info", "list_codecs", "load_codec",
-           "default_decoded_path", "NcFormatError"]
+__all__ = ["NcFormatError", "decode", "decode_file", "default_decoded_path", "encode", "encode_file", "info",
+           "list_codecs", "load_codec"]
 
 
-def _is_audio_path(x: Any) -> bool:
-    if not isinstance(x, (str, os.PathLike)):
-        return False
-    from neurocodec.runtime.audio.io import is_audio_path
+def encoder_for(data: Any, codec: str | os.PathLike | None, opts: dict[str, Any]) -> Codec:
+    """The codec that encodes data: the one named (which must take data and opts), or the
+    default codec of the kind that accepts data. Options are checked before it is loaded."""
+    cls = kind_class(codec_meta(codec).get("kind", "")) if codec else kind_for_input(data, opts)
+    if codec and not cls.accepts(data, opts):
+        what = f"{data}" if isinstance(data, (str, os.PathLike)) else "this input"
+        raise ValueError(f"codec {str(codec)!r} is an {cls.kind} codec: it does not code {what} "
+                         f"(it takes {cls.input_hint})")
+    cls.check_options(opts)
+    return load_codec(codec or default_codec(cls.kind))
 
-    return is_audio_path(x)
 
+def encode(data: Any, sr: int | None = None, codec: str | None = None, progress: bool = False,
+           **opts: Any) -> bytes:
+    """An input (array or file path) -> the bytes of a .nc file.
 
-def encode(data: Any, sr: int | None = None, codec: str | None = None, quality: int | None = None,
-           refine_steps: int = 0, kbps: float | None = None, progress: bool = False) -> bytes:
-    """Image or audio -> the bytes of a .nc file.
-
-    Image: a uint8 array HxW[xC] or an image file path; quality: an index into the codec's
-    qualities; refine_steps: encoder-side latent optimisation (slower encode, same decoder).
-    Audio: an array [T] or [T, C] with its sample rate sr, or an audio file path (WAV, FLAC,
-    ...); kbps: nominal bitrate per channel, headers included (default: the codec's).
-    codec: a codec name or folder (default: the default codec of that kind).
+    Image: a uint8 array HxW[xC] or an image file; options quality (an index into the codec's
+    qualities) and refine_steps (encoder-side latent optimisation: slower encode, same decoder).
+    Audio: an array [T] or [T, C] with its sample rate sr, or an audio file (WAV, FLAC, ...);
+    option kbps (nominal bitrate of the whole file, headers included; default: the codec's).
+    codec: a codec name or folder (default: the default codec of the input's kind).
+    An option the codec's kind does not take is a ValueError.
     """
-    if sr is not None or _is_audio_path(data):
-        if quality is not None or refine_steps:
-            raise ValueError("quality and refine_steps are for images; audio takes kbps")
-        from neurocodec.runtime.audio.codec import encode_file
-
-        c = load_codec(codec or default_codec("audio"))
-        if c.kind != "audio":
-            raise ValueError(f"codec {c.name!r} is an {c.kind} codec, not an audio codec")
-        if sr is None:
-            return encode_file(c, data, kbps=kbps, progress=progress)
-        return c.encode(data, sr, kbps=kbps, progress=progress)
-    if kbps is not None:
-        raise ValueError("kbps is for audio (a .wav/.flac/... path, or an array with its sample rate sr)")
-    c = load_codec(codec or default_codec("image"))
-    if c.kind != "image":
-        raise ValueError(f"codec {c.name!r} is an {c.kind} codec: pass audio with its sample rate (sr=)")
-    c.check_encode_args(quality, refine_steps)  # before reading: a bad argument warns about nothing
+    opts = given({"sr": sr, **opts})
+    c = encoder_for(data, codec, opts)
     if isinstance(data, (str, os.PathLike)):
-        from neurocodec.runtime.image.io import read_image
-
-        rgb, channels = read_image(data)
-        data = rgb if channels != 1 else rgb[:, :, 0]
-    return c.encode(np.asarray(data), quality=quality, refine_steps=refine_steps)
+        opts.pop("sr", None)  # a file knows its own rate
+        return c.encode_file(data, progress=progress, **opts)
+    return c.encode(data, progress=progress, **opts)
 
 
-def codec_for(nc: NcFile, codec: str | None = None) -> Any:
+def codec_for(nc: NcFile, codec: str | None = None) -> Codec:
     """The codec that wrote nc: by the id in the file, or the one named (which must match)."""
     c = load_codec(codec) if codec else load_by_id(nc.codec_id)
     if c.id != nc.codec_id:
@@ -81,49 +81,32 @@ def decode(data: bytes | bytearray | memoryview, codec: str | None = None, progr
     float32 samples raises DecodeTooLargeError (a ValueError) before decoding: decode_file()
     streams any length to disk."""
     nc = NcFile.from_bytes(bytes(data))
-    c = codec_for(nc, codec)
-    return c.decode_nc(nc, progress=progress) if c.kind == "audio" else c.decode_nc(nc)
+    return codec_for(nc, codec).decode_nc(nc, progress=progress)
 
 
 def info(data: bytes | bytearray | memoryview) -> dict:
-    """Header fields of a .nc file (verified: checksums are checked)."""
+    """Header fields of a .nc file (verified: checksums are checked). Loads no model."""
     nc = NcFile.from_bytes(bytes(data))
     try:
         meta = meta_by_id(nc.codec_id)
-    except LookupError:
-        meta = {}
-    total = len(data)
-    out = {"version": nc.version, "codec_id": nc.codec_id, "codec": meta.get("name"), "quality": nc.quality,
-           "shape": list(nc.shape), "streams": [len(s) for s in nc.streams], "bytes": total,
-           "overhead_bytes": total - sum(len(s) for s in nc.streams),
-           "checksums": "verified (header and payload)"}
-    if meta.get("kind") == "audio" and len(nc.shape) == 3 and nc.shape[0] and nc.shape[1]:
-        seconds = nc.shape[1] / nc.shape[0]
-        out.update(kind="audio", seconds=round(seconds, 4), nominal_kbps=nc.quality / 10,
-                   kbps=round(8 * total / seconds / 1000, 4))
-    elif len(nc.shape) == 3 and nc.shape[0] and nc.shape[1]:
-        out["bpp"] = 8 * total / (nc.shape[0] * nc.shape[1])
-    return out
+        describe = kind_class(meta.get("kind", "")).describe
+    except LookupError:  # a codec this installation lacks: the container's fields only
+        meta, describe = {}, Codec.describe
+    return describe(nc, meta, len(data))
 
 
-
-def encode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = None,
-                quality: int | None = None, refine_steps: int = 0, kbps: float | None = None,
-                progress: bool = False, overwrite: bool = False) -> Path:
-    """Encode an image or audio file to a .nc file; returns its path.
+def encode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = None, progress: bool = False,
+                overwrite: bool = False, **opts: Any) -> Path:
+    """Encode an image or audio file to a .nc file; returns its path. Options as encode()'s.
 
     dst defaults to SRC with the suffix .nc (an existing folder: SRC's name with .nc inside
     it). An existing dst is replaced only with overwrite=True; dst is checked before the work."""
-    from weightzip.core import check_writable
-
     src = Path(src)
     if not src.is_file():
         raise FileNotFoundError(2, "no such file", str(src))
     out = _output(src, dst, ".nc")
     check_writable(out, overwrite)
-    data = encode(src, codec=codec, quality=quality, refine_steps=refine_steps, kbps=kbps, progress=progress)
-    from weightzip.core import write_atomic
-
+    data = encode(src, codec=codec, progress=progress, **opts)
     return write_atomic(out, data, overwrite)
 
 
@@ -136,32 +119,19 @@ def default_decoded_path(nc_path: PathLike, suffix: str) -> Path:
 
 def decode_file(src: PathLike, dst: PathLike | None = None, codec: str | None = None,
                 progress: bool = False, overwrite: bool = False) -> Path:
-    """Decode a .nc file to an image (PNG, or the lossless format dst's suffix names) or an
-    audio file (WAV/FLAC); returns the output path.
+    """Decode a .nc file to a file of its kind (image: PNG or the lossless format dst's suffix
+    names; audio: WAV/FLAC); returns the output path.
 
-    dst defaults to SRC's stem + ".decoded.png" / ".decoded.wav" beside it (p.nc ->
+    dst defaults to SRC's stem + ".decoded" + the kind's suffix beside it (p.nc ->
     p.decoded.png), so the original p.png is never overwritten. An existing dst is replaced
     only with overwrite=True; dst (suffix, folder) is checked before any decoding work."""
-    from weightzip.core import check_writable
-
     src = Path(src)
     nc = NcFile.from_bytes(src.read_bytes())
     c = codec_for(nc, codec)
-    if c.kind == "audio":
-        from neurocodec.runtime.audio.codec import decode_to_file
-        from neurocodec.runtime.audio.io import check_output_path
-
-        out = _output(src, dst, ".wav", decoded=True)
-        check_output_path(out)
-        check_writable(out, overwrite)
-        decode_to_file(c, nc, out, progress=progress, overwrite=overwrite)
-        return out
-    from neurocodec.runtime.image.io import check_image_output, write_image
-
-    out = _output(src, dst, ".png", decoded=True)
-    check_image_output(out, shape=nc.shape)
+    out = _output(src, dst, c.output_suffix, decoded=True)
+    c.check_output(out, nc)
     check_writable(out, overwrite)
-    write_image(out, c.decode_nc(nc), overwrite=overwrite)
+    c.decode_to_file(nc, out, progress=progress, overwrite=overwrite)
     return out
 
 

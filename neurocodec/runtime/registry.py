@@ -1,9 +1,11 @@
 """The one codec registry. Three layers:
 
-- model architectures ("hyperprior", "shallow"; later audio/INR ones), registered with
-  ``@register_model(name)``: a builder from a config dict, used by training and export;
-- codec kinds ("image", later "audio", "inr"): a class per kind, registered with
-  ``@register_kind``, that loads a codec folder and implements encode/decode;
+- codec kinds ("image", "audio"; later "inr"): the kind table below maps each to its kind
+  class (neurocodec.runtime.codec.Codec), found by name like an entry point, so that this
+  module sits below every kind and imports none of them (no import loop);
+- model architectures ("hyperprior", "shallow", "audio-rvq"), registered with
+  ``@register_model(name)`` by the module that defines them: a builder from a config dict,
+  used by the codecs, training and export (which import that module themselves);
 - codecs: folders holding ``codec.json`` (stable string name and numeric id, kind, config)
   and the weightzip-packed weights. Shipped codecs live in the package (``neurocodec/_codecs``
   in a wheel, ``codecs/`` in a source checkout); more folders can be listed in the
@@ -21,8 +23,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from neurocodec.runtime.bitstream import NcFormatError
+from neurocodec.runtime.codec import Codec, read_meta, resolve
 
-_KINDS: dict[str, Any] = {}
+#: kind -> "module:KindClass". A new family adds one line here (or calls register_kind).
+KINDS: dict[str, str] = {
+    "image": "neurocodec.runtime.image.codec:ImageCodec",
+    "audio": "neurocodec.runtime.audio.codec:AudioCodec",
+}
+
 _MODELS: dict[str, Callable[..., Any]] = {}
 
 
@@ -35,16 +43,46 @@ class UnknownCodecId(CodecNotFound, NcFormatError):
     so that everything decode() raises for a file it cannot decode is one family."""
 
 
-def register_kind(kind: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if kind in _KINDS:
-            raise ValueError(f"codec kind {kind!r} registered twice")
-        cls.kind = kind
-        _KINDS[kind] = cls
-        return cls
-    return deco
+# -- kinds ------------------------------------------------------------------------------
+def register_kind(kind: str, target: str) -> None:
+    """Add a codec kind: target is "module:KindClass" (imported when first needed)."""
+    if kind in KINDS and KINDS[kind] != target:
+        raise ValueError(f"codec kind {kind!r} registered twice")
+    KINDS[kind] = target
 
 
+@cache
+def kind_class(kind: str) -> type[Codec]:
+    if kind not in KINDS:
+        raise CodecNotFound(f"unknown codec kind {kind!r} (known: {', '.join(KINDS)})")
+    cls = resolve(KINDS[kind])
+    if not (isinstance(cls, type) and issubclass(cls, Codec)) or cls.kind != kind:
+        raise TypeError(f"{KINDS[kind]} is not the Codec class of kind {kind!r}")
+    return cls
+
+
+def kind_classes() -> list[type[Codec]]:
+    return [kind_class(k) for k in KINDS]
+
+
+def kind_for_input(data: Any, opts: dict[str, Any]) -> type[Codec]:
+    """The kind that codes data (a path or an array) with these options."""
+    score, best = max(((c.accepts(data, opts), i) for i, c in enumerate(kind_classes())), default=(0, 0))
+    if not score:
+        what = f"{data}: a file" if isinstance(data, (str, os.PathLike)) else "this input"
+        reads = "; ".join(f"{c.kind}: {' '.join(c.input_suffixes)}" for c in kind_classes())
+        raise ValueError(f"{what} no codec kind reads ({reads})")
+    return kind_classes()[best]
+
+
+def kind_of_arch(arch: str) -> type[Codec]:
+    for cls in kind_classes():
+        if arch in cls.archs:
+            return cls
+    raise CodecNotFound(f"unknown model architecture {arch!r} (known: {', '.join(model_names())})")
+
+
+# -- model architectures -------------------------------------------------------------------
 def register_model(name: str) -> Callable[[Callable], Callable]:
     """Register a model builder under a stable string id (CompressAI's @register_model)."""
     def deco(fn: Callable) -> Callable:
@@ -56,35 +94,18 @@ def register_model(name: str) -> Callable[[Callable], Callable]:
 
 
 def build_model(name: str, config: dict | None = None) -> Any:
-    if name not in _MODELS:  # a codec kind's module has usually registered it already
-        _import_models()
+    """Build a registered architecture (the caller has imported the module defining it)."""
     if name not in _MODELS:
-        raise CodecNotFound(f"unknown model {name!r} (registered: {', '.join(sorted(_MODELS))})")
+        raise CodecNotFound(f"unknown model {name!r} (registered: {', '.join(sorted(_MODELS)) or 'none'})")
     return _MODELS[name](config or {})
 
 
 def model_names() -> list[str]:
-    _import_models()
-    return sorted(_MODELS)
+    """Every architecture the installed kinds declare (without importing a model)."""
+    return sorted({a for cls in kind_classes() for a in cls.archs} | set(_MODELS))
 
 
-def _import_models() -> None:
-    from neurocodec.runtime.audio import models as _audio  # noqa: F401
-    from neurocodec.runtime.image import models as _image  # noqa: F401
-
-
-_KIND_MODULES = {"image": ".image.codec", "audio": ".audio.codec"}
-
-
-def _import_kind(kind: str) -> None:
-    # Importing a kind's module registers it; torch is imported only here, and CompressAI
-    # (slow to import) only for image codecs.
-    if kind in _KIND_MODULES and kind not in _KINDS:
-        import importlib
-
-        importlib.import_module(_KIND_MODULES[kind], __package__)
-
-
+# -- codecs ----------------------------------------------------------------------------
 def search_paths() -> list[Path]:
     package = Path(__file__).resolve().parents[1]  # neurocodec/
     paths = [Path(p) for p in os.environ.get("NEUROCODEC_PATH", "").split(os.pathsep) if p]
@@ -111,9 +132,7 @@ def list_codecs() -> list[dict]:
 def codec_meta(name_or_path: str | os.PathLike) -> dict:
     p = Path(name_or_path)
     if (p / "codec.json").is_file():
-        meta = json.loads((p / "codec.json").read_text())
-        meta["path"] = str(p)
-        return meta
+        return read_meta(p)
     meta = _scan().get(str(name_or_path))
     if meta is None:
         names = ", ".join(m["name"] for m in list_codecs()) or "none"
@@ -135,22 +154,18 @@ def meta_by_id(codec_id: int) -> dict:
 
 
 @lru_cache(maxsize=8)
-def _load(path: str) -> Any:
+def _load(path: str) -> Codec:
     meta = codec_meta(path)
-    _import_kind(meta.get("kind", ""))
-    cls = _KINDS.get(meta.get("kind", ""))
-    if cls is None:
-        raise CodecNotFound(f"codec {meta['name']!r} has unknown kind {meta.get('kind')!r}")
-    codec = cls.from_dir(Path(path), meta)
+    codec = kind_class(str(meta.get("kind", ""))).from_dir(Path(path), meta)
     _LOADED.setdefault(int(meta["id"]), meta)  # so files it wrote decode without naming it again
     return codec
 
 
-def load_codec(name_or_path: str | os.PathLike) -> Any:
+def load_codec(name_or_path: str | os.PathLike) -> Codec:
     return _load(codec_meta(name_or_path)["path"])
 
 
-def load_by_id(codec_id: int) -> Any:
+def load_by_id(codec_id: int) -> Codec:
     return _load(meta_by_id(codec_id)["path"])
 
 

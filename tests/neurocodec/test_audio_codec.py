@@ -17,7 +17,7 @@ pytest.importorskip("soxr")
 from tiny_codec import TINY_AUDIO_ID, tone
 
 import neurocodec
-from neurocodec.runtime.audio.codec import AudioCodec
+from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.index_model import stage_mask, stages_per_frame
 from neurocodec.runtime.audio.params import parse_params
 from neurocodec.runtime.bitstream import NcFile, NcFormatError

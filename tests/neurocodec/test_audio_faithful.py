@@ -21,7 +21,7 @@ from tiny_codec import tone
 import neurocodec
 from neurocodec.runtime.audio import io as aio
 from neurocodec.runtime.audio.checks import AudioFormatError, AudioInputError
-from neurocodec.runtime.audio.codec import AudioCodec, decode_to_file, encode_file
+from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.params import MUTE, REVISION, parse_params
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
 from weightzip.core import write_varint as _varint
@@ -31,7 +31,7 @@ from neurocodec.runtime.registry import load_codec
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[2]
 AUDIO_DATA = REPO.parent / "shared" / "data" / "audio"
-RELEASE1 = REPO / "tests" / "data" / "audio_rvq_release1.nc"  # written by the first audio release
+RELEASE1 = REPO / "tests" / "golden" / "audio_rvq_release1.nc"  # written by the first audio release
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +137,9 @@ def test_decoded_files_keep_the_sample_format(codec, tmp_path, src_fmt, src_sub,
     x = tone(22050, 0.9, 2)
     src = tmp_path / f"in.{src_fmt.lower()}"
     sf.write(str(src), x, 22050, format=src_fmt, subtype=src_sub)
-    nc = NcFile.from_bytes(encode_file(codec, src, kbps=3))
+    nc = NcFile.from_bytes(codec.encode_file(src, kbps=3))
     dst = tmp_path / f"out{out}"
-    assert decode_to_file(codec, nc, dst) == (22050, len(x), 2)
+    assert codec.decode_to_file(nc, dst) == (22050, len(x), 2)
     i = sf.info(str(dst))
     assert (i.subtype, i.samplerate, i.channels, i.frames) == (want, 22050, 2, len(x))
 
@@ -154,7 +154,7 @@ def test_arrays_record_their_sample_format(tiny, codec, tmp_path, dtype, want):
     data = neurocodec.encode(x.astype(dtype), 16000, codec=tiny)
     y, sr = neurocodec.decode(data)  # the array API is unchanged: float32
     assert y.dtype == np.float32 and sr == 16000 and y.shape == x.shape
-    decode_to_file(codec, NcFile.from_bytes(data), tmp_path / "o.wav")
+    codec.decode_to_file(NcFile.from_bytes(data), tmp_path / "o.wav")
     assert sf.info(str(tmp_path / "o.wav")).subtype == ("PCM_U8" if want == "PCM_S8" else want)
 
 
@@ -193,7 +193,7 @@ def test_release1_file_of_the_shipped_codec_still_decodes(tmp_path):
     assert sr == 16000 and y.shape == (24000, 2)
     np.testing.assert_allclose(level_db(y), [-24.211, -28.410], atol=0.02)
     out = tmp_path / "r1.flac"
-    decode_to_file(codec, NcFile.from_bytes(data), out)
+    codec.decode_to_file(NcFile.from_bytes(data), out)
     assert sf.info(str(out)).subtype == "PCM_16"
 
 
@@ -204,7 +204,7 @@ def test_release1_layout_decodes_as_16_bit_at_unity_gain(tiny, codec, tmp_path):
     old = with_params(data, release1_params(data))
     h = codec.header(NcFile.from_bytes(old))
     assert h.subtype == "PCM_16" and h.params.gains is None and h.params.gain_factors().tolist() == [1.0]
-    decode_to_file(codec, NcFile.from_bytes(old), tmp_path / "o.wav")
+    codec.decode_to_file(NcFile.from_bytes(old), tmp_path / "o.wav")
     assert sf.info(str(tmp_path / "o.wav")).subtype == "PCM_16"
 
 
@@ -262,7 +262,7 @@ def test_unsupported_rates_are_refused_on_every_path(tiny, tmp_path, capsys, sr)
     assert rc == 1 and err.startswith("neurocodec: error: ") and err.count("\n") == 1, err
     assert "sample rate" in err and not out.exists() and not list(tmp_path.glob(".*"))
     for call in (lambda: neurocodec.encode(src, codec=tiny), lambda: neurocodec.encode(x, sr, codec=tiny),
-                 lambda: encode_file(load_codec(tiny), src)):
+                 lambda: load_codec(tiny).encode_file(src)):
         with pytest.raises(AudioInputError, match="sample rate"):
             call()
 
@@ -298,7 +298,7 @@ def test_decode_to_file_refuses_a_bad_suffix_before_decoding(codec, tmp_path, mo
     nc = NcFile.from_bytes(neurocodec.encode(tone(16000, 0.5), 16000, codec=codec.meta["path"]))
     monkeypatch.setattr(AudioCodec, "header", lambda *a: pytest.fail("decoded before checking the suffix"))
     with pytest.raises(ValueError, match="wav or"):
-        decode_to_file(codec, nc, tmp_path / "o.ogg")
+        codec.decode_to_file(nc, tmp_path / "o.ogg")
 
 
 def test_decode_to_file_overwrite(codec, tmp_path):
@@ -306,9 +306,9 @@ def test_decode_to_file_overwrite(codec, tmp_path):
     out = tmp_path / "o.wav"
     out.write_bytes(b"keep")
     with pytest.raises(FileExistsError):
-        decode_to_file(codec, nc, out)
+        codec.decode_to_file(nc, out)
     assert out.read_bytes() == b"keep"
-    decode_to_file(codec, nc, out, overwrite=True)
+    codec.decode_to_file(nc, out, overwrite=True)
     assert sf.info(str(out)).frames == 8000
 
 
@@ -327,7 +327,7 @@ def test_failed_writes_name_the_output_and_the_reason(codec, tmp_path, monkeypat
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 41, (1 << 41) - free, free))
     out = tmp_path / "o.wav"
     with pytest.raises(OSError) as e:
-        decode_to_file(codec, nc, out)
+        codec.decode_to_file(nc, out)
     assert e.value.errno == want and e.value.filename == str(out), e.value
     if want == errno.ENOSPC:
         assert "no space left on device" in str(e.value)

@@ -26,14 +26,14 @@ from tiny_codec import tone
 import neurocodec
 from neurocodec.runtime.audio import decoder
 from neurocodec.runtime.audio.checks import MAX_SECONDS, AudioFormatError, DecodeTooLargeError
-from neurocodec.runtime.audio.codec import AudioCodec, decode_to_file
+from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.index_model import IndexPriors, stage_mask
 from neurocodec.runtime.audio.params import AudioParams, parse_params
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
 from weightzip.core import write_varint as _varint
 from weightzip.core import FormatError, encode_indexed
 from neurocodec.runtime.registry import load_codec
-from neurocodec.runtime.torch_utils import one_intra_op_thread
+from neurocodec.runtime.torch_threads import one_intra_op_thread
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def test_a_short_stream_claiming_a_day_is_refused_before_decoding(tiny, codec, m
         with pytest.raises(AudioFormatError, match="cannot hold the 6480000 frames"):
             neurocodec.decode(data, codec=tiny)
         with pytest.raises(NcFormatError):
-            decode_to_file(codec, NcFile.from_bytes(data), Path("/nonexistent-dir/o.wav"))
+            codec.decode_to_file(NcFile.from_bytes(data), Path("/nonexistent-dir/o.wav"))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -204,7 +204,7 @@ def test_spilled_codes_decode_to_the_same_samples(tiny, codec, tmp_path, monkeyp
     assert np.array_equal(y, y2)
     assert np.array_equal(codec.decode_codes(NcFile.from_bytes(data))[0], codes)
     out = tmp_path / "o.wav"
-    decode_to_file(codec, NcFile.from_bytes(data), out)
+    codec.decode_to_file(NcFile.from_bytes(data), out)
     assert [p.name for p in tmp_path.iterdir()] == ["o.wav"] and sf.info(str(out)).frames == len(y)
 
 

@@ -7,7 +7,7 @@ TINY_ID = 900
 TINY_LMBDAS = [0.004, 0.016, 0.064]
 
 
-def maketiny_codec(root: Path, qualities: int = len(TINY_LMBDAS)) -> Path:
+def make_tiny_codec(root: Path, qualities: int = len(TINY_LMBDAS)) -> Path:
     """Export a random N=16/M=24 hyperprior to root/tiny as codec "tiny-test" (id 900)."""
     import torch
 

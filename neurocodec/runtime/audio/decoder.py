@@ -12,7 +12,7 @@ what a header claims (a small valid file may claim a day of 16 channels at 768 k
   channel goes to an anonymous temporary file as soon as it is decoded (beside the output for
   decode_to_file), and synthesis reads back one window of frames per chunk.
 * Synthesis runs chunk by chunk (DECODE_CHUNK frames, DECODE_WORKERS in flight): constant.
-  Each chunk's model call runs under torch_utils.one_intra_op_thread(), entered and left
+  Each chunk's model call runs under torch_threads.one_intra_op_thread(), entered and left
   around that call only, so a half-consumed decoding generator holds nothing that another
   decode waits for.
 * The in-memory API (AudioCodec.decode_nc) refuses, before decoding anything, an output over

@@ -1,169 +1,108 @@
-"""A shipped image codec: the trained model, its frozen entropy tables and the integer
-hyper-synthesis, coding images to .nc streams [z, y] and back.
-
-Determinism: the decoder's probabilities (CDF tables and their selection) come only from
-stored integer tables and exact integer arithmetic (int_hyper.py), so entropy decoding is
-bit-exact everywhere. The float32 synthesis transform is not thread-count invariant by
-itself (oneDNN blocks its reductions by thread count: measured, 1 vs 2 threads changed
-Kodak pixels), so it always runs on one intra-op thread: the same kernels in the same order
-in every process, whatever torch.set_num_threads says.
-"""
+"""The image kind: what routing, `list`, `info` and the image file I/O need, without torch.
+The model lives in the implementation (loaded.py: LoadedImageCodec)."""
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from weightzip.clitools import nonneg_int, positive_int
 
 from neurocodec.runtime.bitstream import NcFile
-from weightzip.core import FormatError, decode_indexed, encode_indexed
-
-from neurocodec.runtime.registry import build_model, register_kind
-from neurocodec.runtime.torch_utils import one_intra_op_thread
-from neurocodec.runtime.image.int_hyper import Z_CLAMP, IntHyperSynthesis, dequantize_hs, gaussian_params
-from neurocodec.runtime.image.io import as_rgb, to_channels
-from neurocodec.runtime.image.limits import MAX_PIXELS, ImageNcError, check_quality, check_refine_steps, header_problem  # noqa: F401
-from neurocodec.runtime.image.models import ImageCodecModel, ImageModelConfig
-
-Y_CLAMP = 1 << 15
+from neurocodec.runtime.codec import Codec, Option
+from neurocodec.runtime.image.io import IMAGE_SUFFIXES, check_image_output, read_image, write_image
+from neurocodec.runtime.image.limits import ImageNcError, check_quality, check_refine_steps
 
 
-def _load_tables(module: torch.nn.Module, prefix: str, state: dict) -> None:
-    # CompressAI registers empty CDF buffers; size them before load_state_dict.
-    for name in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table"):
-        if f"{prefix}.{name}" in state:
-            getattr(module, name).resize_(state[f"{prefix}.{name}"].shape)
+def float_list(s: str) -> list[float]:
+    return [float(v) for v in s.split(",") if v.strip()]
 
 
-@register_kind("image")
-class ImageCodec:
+def int_list(s: str) -> list[int]:
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+class ImageCodec(Codec):
+    """Images: uint8 arrays [H, W] or [H, W, C], or image files; decoded to uint8 arrays and
+    lossless image files (PNG by default)."""
+
     kind = "image"
+    implementation = "neurocodec.runtime.image.loaded:LoadedImageCodec"
+    tools = "neurocodec.tools.image.commands"
+    archs = ("hyperprior", "shallow")
+    input_suffixes = tuple(sorted(IMAGE_SUFFIXES))
+    output_suffix = ".png"
+    input_hint = "a uint8 image array or an image file"
+    format_error = ImageNcError
+    options = {
+        "encode": (Option("quality", nonneg_int, "image: quality index (see `neurocodec list`)"),
+                   Option("refine_steps", nonneg_int, "image: encoder-side latent refinement steps (>= 0)")),
+        "train": (Option("lmbda", float_list, "image: comma-separated λ per quality (default: 6 points, ~0.1-1 bpp)"),
+                  Option("crop", positive_int, "image: training crop size (default 256)"),
+                  Option("N", positive_int, "image: hyper-latent channels", flag="--N"),
+                  Option("M", positive_int, "image: latent channels", flag="--M"),
+                  Option("fixed_quality", int, "image: train this quality index only")),
+        "export": (Option("default_quality", nonneg_int, "image: the quality encode uses by default"),),
+        "eval": (Option("qualities", int_list, "image: comma-separated subset of the qualities"),
+                 Option("anchors_json", str, "image: published curves (default: "
+                        "../shared/anchors/kodak_rd.json if present)")),
+    }
 
-    def __init__(self, meta: dict, tensors: dict[str, torch.Tensor]):
-        self.meta = meta
-        self.name, self.id = meta["name"], int(meta["id"])
-        self.cfg = ImageModelConfig.from_dict(meta["model"])
-        model = build_model(self.cfg.arch, self.cfg.to_dict())
-        state = {k[6:]: v.float() if v.is_floating_point() else v
-                 for k, v in tensors.items() if k.startswith("model.")}
-        _load_tables(model.entropy_bottleneck, "entropy_bottleneck", state)
-        _load_tables(model.gaussian_conditional, "gaussian_conditional", state)
-        model.load_state_dict(state, strict=False)
-        hs = {k: v.numpy() for k, v in tensors.items() if k.startswith("hs.")}
-        dequantize_hs(hs, model.h_s)
-        missing = set(model.state_dict()) - set(state) - {k for k in model.state_dict() if k.startswith("h_s.")}
-        if missing:
-            raise ValueError(f"codec {meta['name']!r}: weights lack {sorted(missing)[:3]}")
-        self.model = model.eval().requires_grad_(False)
-        self.int_hs = IntHyperSynthesis(hs, meta["int_hs_kinds"])
-        self.gain_int = tensors["gain_int"].double()  # [Q, M], F_GAIN fractional bits
-        self.igain = tensors["igain"].float()  # [Q, M]
-        eb, gc = model.entropy_bottleneck, model.gaussian_conditional
-        self.z_tables = (eb._quantized_cdf.numpy(), eb._cdf_length.numpy(), eb._offset.numpy())
-        self.y_tables = (gc._quantized_cdf.numpy(), gc._cdf_length.numpy(), gc._offset.numpy())
-        self.medians = eb.quantiles[:, 0, 1].detach().clone()  # [N]
-        self.scale_table = gc.scale_table.detach().clone()
+    # -- class level ------------------------------------------------------------------
+    @classmethod
+    def accepts(cls, data: Any, opts: dict[str, Any]) -> int:
+        if opts.get("sr") is not None:
+            return 0
+        if isinstance(data, (str, os.PathLike)):  # Pillow also reads files by their content
+            return 2 if Path(data).suffix.lower() in IMAGE_SUFFIXES else 1
+        return 1
 
     @classmethod
-    def from_dir(cls, path: Path, meta: dict | None = None) -> ImageCodec:
-        import weightzip
+    def describe(cls, nc: NcFile, meta: dict, nbytes: int) -> dict:
+        out = super().describe(nc, meta, nbytes)
+        if len(nc.shape) == 3 and nc.shape[0] and nc.shape[1]:
+            out["bpp"] = 8 * nbytes / (nc.shape[0] * nc.shape[1])
+        return out
 
-        meta = meta or json.loads((path / "codec.json").read_text())
-        tensors = weightzip.load(path / meta.get("weights", "weights.wz"), framework="torch")
-        return cls(meta, tensors)
+    @classmethod
+    def encoded_summary(cls, info: dict) -> str:
+        return f"{info['bytes']} bytes, {info.get('bpp', 0):.4f} bpp"
 
+    @classmethod
+    def decoded_summary(cls, info: dict) -> str:
+        return f"{info['shape'][1]}x{info['shape'][0]}"
+
+    @classmethod
+    def summary(cls, meta: dict) -> str:
+        q = len(meta.get("model", {}).get("lmbdas", []))
+        return f"qualities 0..{q - 1}" if q else "qualities ?"
+
+    @classmethod
+    def check_output(cls, out: Path, nc: NcFile) -> None:
+        check_image_output(out, shape=nc.shape)
+
+    # -- a codec's settings (from codec.json) ------------------------------------------
     @property
     def qualities(self) -> list[int]:
-        return list(range(self.cfg.qualities))
+        return list(range(len(self.meta["model"]["lmbdas"])))
 
     @property
     def default_quality(self) -> int:
-        return int(self.meta.get("default_quality", self.cfg.qualities // 2))
+        return int(self.meta.get("default_quality", len(self.qualities) // 2))
 
-    def macs_per_pixel(self) -> dict:
-        return self.model.macs_per_pixel()
-
-    # -- encoder ------------------------------------------------------------------
     def check_encode_args(self, quality: int | None = None, refine_steps: int = 0) -> tuple[int, int]:
         """-> (quality, refine_steps), or ValueError: call before reading the input."""
         q = check_quality(quality, self.qualities, self.default_quality, self.name)
         return q, check_refine_steps(refine_steps)
 
-    def _analyse_rgb(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """uint8 RGB -> (x padded [1,3,H',W'], y, z)."""
-        h, w = rgb.shape[:2]
-        x = torch.tensor(rgb).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, H, W]
-        s = ImageCodecModel.stride
-        ph, pw = -h % s, -w % s
-        if ph or pw:  # replicate, not zeros: flat borders cost almost no bits
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        with torch.no_grad():
-            y = self.model.g_a(x)  # [1, M, H'/16, W'/16]
-            z = self.model.h_a(y)  # [1, N, H'/64, W'/64]
-        return x, y, z
+    # -- files ---------------------------------------------------------------------------
+    def encode_file(self, path: str | os.PathLike, progress: bool = False, **opts: Any) -> bytes:
+        opts = self.check_options(opts)
+        self.check_encode_args(**opts)  # before reading: a bad argument warns about nothing
+        rgb, channels = read_image(path)
+        return self.encode(rgb if channels != 1 else rgb[:, :, 0], progress=progress, **opts)
 
-    def analyse(self, img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """uint8 image -> (x padded [1,3,H',W'], y, z, channels)."""
-        rgb, channels = as_rgb(img)
-        return (*self._analyse_rgb(rgb), channels)
-
-    def encode(self, img: np.ndarray, quality: int | None = None, refine_steps: int = 0,
-               progress: bool = False) -> bytes:
-        q, refine_steps = self.check_encode_args(quality, refine_steps)
-        rgb, channels = as_rgb(img)
-        h, w = rgb.shape[:2]
-        problem = header_problem(h, w, channels, q, self.qualities)  # the decoder's own check
-        if problem:
-            raise ValueError(problem)
-        x, y, z = self._analyse_rgb(rgb)
-        if refine_steps > 0:
-            from neurocodec.runtime.image.refine import refine_latents
-
-            y, z = refine_latents(self, x, y, z, q, refine_steps, progress=progress)
-        z_sym = torch.round(z - self.medians.view(1, -1, 1, 1)).clamp(-Z_CLAMP, Z_CLAMP)
-        mu, idx = self._params(z_sym, q)
-        g = self.gain_int[q].view(1, -1, 1, 1) / 4096.0
-        y_sym = torch.round(y.double() * g - mu).clamp(-Y_CLAMP, Y_CLAMP)
-        z_idx = np.broadcast_to(np.arange(z.shape[1], dtype=np.int32)[None, :, None, None], z_sym.shape)
-        streams = [encode_indexed(z_sym.to(torch.int32).numpy(), z_idx, *self.z_tables),
-                   encode_indexed(y_sym.to(torch.int32).numpy(), idx.numpy(), *self.y_tables)]
-        return NcFile(self.id, q, (h, w, channels), streams).to_bytes()
-
-    def _params(self, z_sym: torch.Tensor, q: int) -> tuple[torch.Tensor, torch.Tensor]:
-        means, scales = self.int_hs(z_sym, self.medians)
-        return gaussian_params(means, scales, self.gain_int[q], self.scale_table)
-
-    # -- decoder ------------------------------------------------------------------
-    def decode_nc(self, nc: NcFile) -> np.ndarray:
-        """Every error for a bad file is an ImageNcError (an NcFormatError, a ValueError)."""
-        if len(nc.shape) != 3 or len(nc.streams) != 2:
-            raise ImageNcError("corrupt .nc file (unexpected header for an image codec)")
-        h, w, channels = nc.shape
-        problem = header_problem(h, w, channels, nc.quality, self.qualities)  # the encoder's own check
-        if problem:
-            raise ImageNcError(f"corrupt .nc header ({problem})")
-        s = ImageCodecModel.stride
-        zh, zw = -(-h // s), -(-w // s)
-        N = self.cfg.N
-        z_idx = np.broadcast_to(np.arange(N, dtype=np.int32)[None, :, None, None], (1, N, zh, zw))
-        try:
-            z_int = decode_indexed(nc.streams[0], z_idx, *self.z_tables)
-            z_sym = torch.from_numpy(z_int.astype(np.float64))
-            mu, idx = self._params(z_sym.clamp(-Z_CLAMP, Z_CLAMP), nc.quality)
-            y_int = decode_indexed(nc.streams[1], idx.numpy(), *self.y_tables)
-        except FormatError as e:  # the entropy coder's (weightzip's) error: one family for .nc files
-            raise ImageNcError(f"corrupt .nc payload ({e})") from None
-        y_sym = torch.from_numpy(y_int.astype(np.float64))
-        y_hat = ((y_sym.clamp(-Y_CLAMP, Y_CLAMP) + mu) * self.igain[nc.quality].double().view(1, -1, 1, 1)).float()
-        with torch.no_grad(), one_intra_op_thread():
-            x_hat = self.model.g_s(y_hat)[:, :, :h, :w]  # [1, 3, H, W]
-        rgb = (x_hat.clamp(0, 1) * 255.0).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
-        return to_channels(np.ascontiguousarray(rgb), channels)
-
-    def decode(self, data: bytes) -> np.ndarray:
-        nc = NcFile.from_bytes(data)
-        if nc.codec_id != self.id:
-            raise ImageNcError(f"file was written by codec id {nc.codec_id}, not {self.name!r} ({self.id})")
-        return self.decode_nc(nc)
+    def decode_to_file(self, nc: NcFile, out: Path, progress: bool = False, overwrite: bool = False) -> None:
+        img: np.ndarray = self.decode_nc(nc, progress=progress)
+        write_image(out, img, overwrite=overwrite)

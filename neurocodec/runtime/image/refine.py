@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from neurocodec.runtime.image.int_hyper import F_GAIN
+
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
@@ -20,7 +22,7 @@ def refine_latents(codec, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, q: 
                    lr: float = 5e-3, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     model = codec.model
     lmbda = model.cfg.lmbdas[q]
-    g = (codec.gain_int[q] / 4096.0).float().view(1, -1, 1, 1)
+    g = (codec.gain_int[q] / 2.0**F_GAIN).float().view(1, -1, 1, 1)
     ig = codec.igain[q].view(1, -1, 1, 1)
     med = codec.medians.view(1, -1, 1, 1)
     y = y.detach().clone().requires_grad_(True)

@@ -1,0 +1,1 @@
+"""The audio kind's tools: training, export, evaluation (commands.py is what the CLI calls)."""

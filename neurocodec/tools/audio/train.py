@@ -2,32 +2,37 @@
 files are down-mixed for training, the codec codes channels separately), random level,
 quantizer dropout, multi-scale mel + multi-resolution STFT + waveform L1 losses (no
 adversary: it does not pay off in CPU budgets), RVQ commitment/codebook losses, dead-code
-restarts, cosine learning-rate decay, atomic checkpoints holding the config dataclasses,
-resume, a tqdm bar and a log file."""
+restarts and cosine learning-rate decay, on the shared loop of neurocodec.tools.trainer
+(checkpoints, resume, progress bar, log file)."""
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from neurocodec.runtime.registry import build_model
-from neurocodec.runtime.torch_utils import restore, save_checkpoint, start_run
 from neurocodec.runtime.audio.io import list_audio, read_audio
-from neurocodec.tools.audio.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, neg_si_sdr, waveform_l1
 from neurocodec.runtime.audio.models import AudioCodecModel, AudioModelConfig
+from neurocodec.runtime.registry import build_model
+from neurocodec.tools.audio.losses import (
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    neg_si_sdr,
+    waveform_l1,
+)
+from neurocodec.tools.trainer import Run, TrainTask, fit, open_run, split_options
 
 log = logging.getLogger("neurocodec.train")
 
+KIND = "audio"
+ARCHS = ("audio-rvq",)  # the registered audio model names
+
 # The shipped recipe: hop 320 (75 frames/s), 12 codebooks of 1024 (0.75 kbps each, 9 kbps in
 # all; rate control picks how many a file uses), a strided patch stem so that no residual unit
-# runs at 24 kHz (25x real time on 2 cores).
+# runs at 24 kHz (25x real time on 2 cores). AudioModelConfig's defaults fill in the rest.
 DEFAULT_MODEL = {"arch": "audio-rvq", "patch": 4, "channels": 32, "strides": [2, 5, 8], "n_codebooks": 12}
 
 
@@ -35,7 +40,7 @@ DEFAULT_MODEL = {"arch": "audio-rvq", "patch": 4, "channels": 32, "strides": [2,
 class AudioTrainConfig:
     data: list = field(default_factory=list)  # folders; files below them are used
     weights: list = field(default_factory=list)  # sampling share per folder (default: by duration)
-    out: str = "runs/audio"
+    out: str = ""  # run folder; "" = runs/<arch>
     steps: int = 100_000
     time_budget_min: float = 0.0  # stop (and checkpoint) after this many minutes; 0 = none
     batch: int = 16
@@ -57,9 +62,28 @@ class AudioTrainConfig:
     val_files: int = 6  # per folder, held out
     seed: int = 0
     device: str = "auto"
-    threads: int = 0
-    init: str = ""
+    threads: int = 0  # 0 = torch's default
+    init: str = ""  # start from this checkpoint's weights (fresh optimiser and step count)
     model: dict = field(default_factory=lambda: dict(DEFAULT_MODEL))
+
+
+TrainConfig = AudioTrainConfig
+
+
+def make_config(arch: str, data: list[str], **opts) -> AudioTrainConfig:
+    """An AudioTrainConfig from CLI-style options: AudioTrainConfig fields, or AudioModelConfig
+    fields over DEFAULT_MODEL for the model; None = the default."""
+    if arch not in ARCHS:
+        raise ValueError(f"{arch!r} is not an audio model (audio models: {', '.join(ARCHS)})")
+    data = [str(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+    if not data:
+        raise ValueError("audio training takes one or more data folders")
+    train, model = split_options(KIND, AudioTrainConfig, AudioModelConfig, DEFAULT_MODEL, opts)
+    if train.get("weights") and len(train["weights"]) != len(data):
+        raise ValueError(f"--weights: {len(train['weights'])} shares for {len(data)} data folders")
+    cfg = AudioTrainConfig(data=data, model={"arch": arch, **AudioModelConfig.from_dict(model).to_dict()}, **train)
+    cfg.out = cfg.out or f"runs/{arch}"
+    return cfg
 
 
 def crop(clip: np.ndarray, seg: int, rng: np.random.Generator) -> np.ndarray:
@@ -91,9 +115,6 @@ class SegmentSampler:
         w = np.asarray(shares, np.float64) if shares else dur
         self.shares = w / w.sum()
 
-    def crop(self, clip: np.ndarray) -> np.ndarray:
-        return crop(clip, self.seg, self.rng)
-
     def level(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
         rms = math.sqrt(float(np.mean(x * x)))
         if rms < 1e-4:
@@ -105,12 +126,14 @@ class SegmentSampler:
         out = np.empty((n, 1, self.seg), np.float32)
         for i in range(n):
             clips, p = self.sets[self.rng.choice(len(self.sets), p=self.shares)]
-            out[i, 0] = self.level(self.crop(clips[self.rng.choice(len(clips), p=p)]), *level_db)
-        return torch.from_numpy(out)
+            clip = clips[self.rng.choice(len(clips), p=p)]
+            out[i, 0] = self.level(crop(clip, self.seg, self.rng), *level_db)
+        return torch.from_numpy(out)  # [B, 1, seg]
 
 
 def losses(model: AudioCodecModel, fns: dict, x: torch.Tensor, cfg: AudioTrainConfig,
            n_q=None) -> tuple[torch.Tensor, dict]:
+    """The weighted sum of the reconstruction and RVQ losses of x [B, 1, T], and its parts."""
     out = model(x, n_q)
     parts = {"mel": fns["mel"](out["x_hat"], x), "stft": fns["stft"](out["x_hat"], x),
              "wave": waveform_l1(out["x_hat"], x), "commit": out["commit_loss"],
@@ -122,93 +145,70 @@ def losses(model: AudioCodecModel, fns: dict, x: torch.Tensor, cfg: AudioTrainCo
     return sum(w[k] * v for k, v in parts.items()), {k: v.detach() for k, v in parts.items()}
 
 
-def train(cfg: AudioTrainConfig, resume: bool = True) -> Path:
-    device, ckpt_path, state, init_state = start_run(cfg.out, cfg.threads, cfg.device, resume, cfg.init)
-    if state or init_state:
-        cfg.model = (state or init_state)["config"]["model"]
-    mcfg = AudioModelConfig.from_dict(cfg.model)
-    cfg.model = {"arch": cfg.model.get("arch", "audio-rvq"), **mcfg.to_dict()}
-    torch.manual_seed(cfg.seed + (state["step"] if state else 0))
-    rng = np.random.default_rng(cfg.seed + (state["step"] if state else 0))
+class AudioTask(TrainTask):
+    desc = "train audio"
+    shown = ("mel",)
 
-    seg = cfg.segment_frames * mcfg.hop_length
-    sampler = SegmentSampler([Path(d) for d in cfg.data], cfg.weights, mcfg.sample_rate, seg,
-                             cfg.val_files, rng)
-    vrng = np.random.default_rng(1234)
-    val = torch.from_numpy(np.stack([crop(c, seg * 4, vrng) for c in sampler.val]))[:, None]  # [V, 1, 4 seg]
+    def __init__(self, cfg: AudioTrainConfig, run: Run):
+        self.cfg, self.device = cfg, run.device
+        self.mcfg = AudioModelConfig.from_dict(cfg.model)
+        cfg.model = {"arch": cfg.model.get("arch", ARCHS[0]), **self.mcfg.to_dict()}
+        self.rng = np.random.default_rng(run.seed)
 
-    model = build_model(cfg.model["arch"], mcfg.to_dict()).to(device)
-    fns = {"mel": MultiScaleMelLoss(mcfg.sample_rate, mag_weight=0.0).to(device),
-           "stft": MultiResolutionSTFTLoss().to(device)}
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99))
-    step, elapsed = restore(model, {"opt": opt}, state, init_state)
-    log.info("config %s", json.dumps(asdict(cfg)))
-    log.info("device %s, threads %d, %s train clips, %d val clips, shares %s", device, torch.get_num_threads(),
-             [len(s[0]) for s in sampler.sets], len(sampler.val), np.round(sampler.shares, 3).tolist())
+        seg = cfg.segment_frames * self.mcfg.hop_length
+        self.sampler = SegmentSampler([Path(d) for d in cfg.data], cfg.weights, self.mcfg.sample_rate, seg,
+                                      cfg.val_files, self.rng)
+        vrng = np.random.default_rng(1234)
+        val = np.stack([crop(c, seg * 4, vrng) for c in self.sampler.val])  # [V, 4 seg]
+        self.val = torch.from_numpy(val)[:, None]  # [V, 1, 4 seg]
 
-    def snapshot() -> dict:
-        return {"config": {"train": asdict(cfg), "model": cfg.model}, "model": model.state_dict(),
-                "opt": opt.state_dict(), "step": step, "elapsed": elapsed}
+        self.model = build_model(cfg.model["arch"], self.mcfg.to_dict()).to(run.device)
+        self.fns = {"mel": MultiScaleMelLoss(self.mcfg.sample_rate, mag_weight=0.0).to(run.device),
+                    "stft": MultiResolutionSTFTLoss().to(run.device)}
+        self.optimizers = {"opt": torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.8, 0.99))}
 
-    t0, last_ckpt = time.time() - elapsed, time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train audio", dynamic_ncols=True)
-    ema = None
-    while step < cfg.steps:
-        elapsed = time.time() - t0
-        frac = max(step / cfg.steps, elapsed / (cfg.time_budget_min * 60) if cfg.time_budget_min else 0)
-        if frac >= 1.0:
-            break
-        lr = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        model.train()
-        x = sampler.batch(cfg.batch, cfg.level_db).to(device)
-        loss, parts = losses(model, fns, x, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        step += 1
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{ema:.3f}", mel=f"{parts['mel']:.3f}", lr=f"{lr:.0e}")
-        if step % cfg.restart_every == 0:
-            n = model.quantizer.restart_dead_codes(cfg.restart_threshold)
-            _, frac_h = model.quantizer.usage_entropy()
+    def describe(self) -> str:
+        s = self.sampler
+        return (f"{[len(c) for c, _ in s.sets]} train clips, {len(s.val)} val clips, "
+                f"shares {np.round(s.shares, 3).tolist()}")
+
+    def lr_at(self, frac: float) -> float:
+        cos = 0.5 * (1 + math.cos(math.pi * frac))  # 1 -> 0
+        return self.cfg.lr * (self.cfg.lr_final + (1 - self.cfg.lr_final) * cos)
+
+    def batch(self) -> torch.Tensor:
+        return self.sampler.batch(self.cfg.batch, self.cfg.level_db).to(self.device)  # [B, 1, seg]
+
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return losses(self.model, self.fns, x, self.cfg)
+
+    def after_step(self, step: int) -> dict:
+        """Every restart_every steps: codes used too little restart on recent encoder outputs."""
+        if step % self.cfg.restart_every == 0:
+            n = self.model.quantizer.restart_dead_codes(self.cfg.restart_threshold)
+            _, frac_h = self.model.quantizer.usage_entropy()  # [n_codebooks]
             log.info("step %d restarted %s usage-entropy %s", step, n, np.round(frac_h.cpu().numpy(), 3).tolist())
-        if step % 50 == 0:
-            log.info("step %d loss %.4f ema %.4f %s lr %.1e", step, loss.item(), ema,
-                     " ".join(f"{k} {v.item():.4f}" for k, v in parts.items()), lr)
-        if step % cfg.val_every == 0:
-            log.info("val step %d %s", step, json.dumps(validate(model, fns, val, cfg, device)))
-        if time.time() - last_ckpt > cfg.ckpt_every_min * 60:
-            elapsed = time.time() - t0
-            save_checkpoint(ckpt_path, snapshot())
-            last_ckpt = time.time()
-    bar.close()
-    elapsed = time.time() - t0
-    save_checkpoint(ckpt_path, snapshot())
-    log.info("done: step %d, %.1f min; val %s", step, elapsed / 60,
-             json.dumps(validate(model, fns, val, cfg, device)))
-    return ckpt_path
+        return {}
+
+    def validate(self) -> dict:
+        """Mel loss and SNR (dB) of held-out clips at 2, 4, 8 and all codebooks."""
+        res = {}
+        for n_q in sorted({2, 4, 8, self.mcfg.n_codebooks}):
+            if n_q > self.mcfg.n_codebooks:
+                continue
+            mel, snr = [], []
+            for i in range(0, len(self.val), 8):
+                x = self.val[i:i + 8].to(self.device)  # [b, 1, 4 seg]
+                x_hat = self.model(x, n_q)["x_hat"]  # [b, 1, 4 seg]
+                mel.append(self.fns["mel"](x_hat, x).item())
+                err = (x_hat - x).pow(2).sum((1, 2)) / x.pow(2).sum((1, 2)).clamp_min(1e-9)  # [b]
+                snr.append((-10 * err.log10()).mean().item())
+            res[n_q] = {"mel": round(float(np.mean(mel)), 4), "snr_db": round(float(np.mean(snr)), 2)}
+        return res
 
 
-@torch.no_grad()
-def validate(model: AudioCodecModel, fns: dict, val: torch.Tensor, cfg: AudioTrainConfig,
-             device: torch.device) -> dict:
-    """Mel loss and SNR (dB) of held-out clips at 2, 4, 8 and all codebooks."""
-    model.eval()
-    res = {}
-    for n_q in sorted({2, 4, 8, model.cfg.n_codebooks}):
-        if n_q > model.cfg.n_codebooks:
-            continue
-        mel, snr = [], []
-        for i in range(0, len(val), 8):
-            x = val[i:i + 8].to(device)
-            x_hat = model(x, n_q)["x_hat"]
-            mel.append(fns["mel"](x_hat, x).item())
-            err = (x_hat - x).pow(2).sum((1, 2)) / x.pow(2).sum((1, 2)).clamp_min(1e-9)
-            snr.append((-10 * err.log10()).mean().item())
-        res[n_q] = {"mel": round(float(np.mean(mel)), 4), "snr_db": round(float(np.mean(snr)), 2)}
-    model.train()
-    return res
+def train(cfg: AudioTrainConfig, resume: bool = True) -> Path:
+    """Train (or resume) the run in cfg.out; returns its checkpoint."""
+    cfg.out = cfg.out or f"runs/{cfg.model.get('arch', ARCHS[0])}"
+    run = open_run(cfg, resume)
+    return fit(AudioTask(cfg, run), run)

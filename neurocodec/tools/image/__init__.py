@@ -1,0 +1,1 @@
+"""The image kind's tools: training, export, evaluation (commands.py is what the CLI calls)."""
