@@ -5,10 +5,10 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
-#include "chunk.hpp"
-#include "parallel.hpp"
+#include "chunks.hpp"
 #include "rans_indexed.hpp"
 #include "xxhash64.hpp"
 #include "zstd_dl.hpp"
@@ -17,8 +17,6 @@ namespace py = pybind11;
 using namespace wz;
 
 namespace {
-
-constexpr uint64_t kMaxChunkBytes = 1ULL << 30;
 
 struct View {
   const uint8_t* ptr;
@@ -36,109 +34,48 @@ View contiguous(const py::buffer_info& info, const char* what) {
   return {static_cast<const uint8_t*>(info.ptr), size_t(info.size) * size_t(info.itemsize)};
 }
 
-uint64_t checksum(const uint8_t* p, size_t n) { return xxh64(p, n) & 0xffffffffu; }
-
 // A malloc'ed buffer handed to numpy, which frees it with the array.
-py::array_t<uint8_t> to_numpy(uint8_t* p, size_t n) {
+py::array_t<uint8_t> to_numpy(MallocBytes buf, size_t n) {
+  uint8_t* p = buf.get();
   py::capsule free_when_done(p, [](void* q) { std::free(q); });
+  buf.release();  // the capsule owns it now
   return py::array_t<uint8_t>({py::ssize_t(n)}, {py::ssize_t(1)}, p, free_when_done);
 }
 
-ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int force) {
-  ChunkSpec spec;
-  spec.transform = Transform(transform);
-  spec.itemsize = itemsize;
-  spec.level = level;
-  spec.row = row;
-  spec.force_method = force;
-  transform_width(spec.transform, itemsize);  // validates
-  if (level < kFast || level > kMax) throw std::invalid_argument("level must be 0, 1 or 2");
-  if (force >= kNumMethods) throw std::invalid_argument("unknown method");
-  return spec;
-}
-
-// Returns (payload uint8[total], table uint64[n, 3] = csize, rsize, checksum). The checksum is
-// the low 32 bits of xxh64 of the raw chunk: it catches corrupt payloads and decoder bugs alike.
-py::tuple encode_chunks(py::buffer data, int itemsize, int transform, uint64_t chunk_bytes,
-                        int level, uint32_t row, int threads, int force_method) {
-  ChunkSpec spec = make_spec(itemsize, transform, level, row, force_method);
+// Returns (payload uint8[total], table uint64[n, 3] = csize, rsize, checksum); see chunks.hpp.
+py::tuple py_encode_chunks(py::buffer data, int itemsize, int transform,
+                           uint64_t chunk_bytes, int level, uint32_t row, int threads,
+                           int force_method) {
+  const ChunkSpec spec = make_spec(itemsize, transform, level, row, force_method);
   py::buffer_info info = data.request();
-  View in = contiguous(info, "data");
-  if (chunk_bytes == 0 || chunk_bytes > kMaxChunkBytes || chunk_bytes % uint64_t(itemsize))
-    throw std::invalid_argument("chunk_bytes must be a positive multiple of the item size");
-  if (in.size % size_t(itemsize)) throw std::invalid_argument("data is not whole elements");
-  const size_t nchunks = (in.size + chunk_bytes - 1) / chunk_bytes;
-  py::array_t<uint64_t> table({py::ssize_t(nchunks), py::ssize_t(3)});
-  uint64_t* tab = table.mutable_data();
-  // Chunks are coded straight into one buffer: no per-chunk allocations, no zero-filled
-  // pages. One worker writes them back to back; several write each at the offset its bound
-  // allows, and the chunks are packed together afterwards.
-  std::vector<size_t> at(nchunks + 1, 0);
-  for (size_t i = 0; i < nchunks; ++i)
-    at[i + 1] = at[i] + chunk_bound(std::min<size_t>(chunk_bytes, in.size - i * chunk_bytes), spec);
-  std::unique_ptr<uint8_t, decltype(&std::free)> buf(
-      static_cast<uint8_t*>(std::malloc(std::max<size_t>(at[nchunks], 1))), &std::free);
-  if (!buf) throw std::bad_alloc();
-  size_t total = 0;
+  const View in = contiguous(info, "data");
+  EncodedChunks enc;
   {
     py::gil_scoped_release nogil;
-    const int nw = resolve_threads(threads);
-    const bool serial = std::min(size_t(nw), nchunks) <= 1;  // parallel_for runs in order
-    std::vector<Scratch> scratch(size_t(std::max(1, nw)));
-    parallel_for(nchunks, threads, [&](size_t i, int w) {
-      const size_t off = i * chunk_bytes;
-      const size_t len = std::min<size_t>(chunk_bytes, in.size - off);
-      uint8_t* out = buf.get() + (serial ? total : at[i]);
-      const size_t csize = encode_chunk(in.ptr + off, len, spec, out, scratch[size_t(w)]);
-      if (serial) total += csize;
-      tab[3 * i + 0] = csize;
-      tab[3 * i + 1] = len;
-      tab[3 * i + 2] = checksum(in.ptr + off, len);
-    });
-    for (size_t i = 0; i < nchunks && !serial; ++i) {
-      std::memmove(buf.get() + total, buf.get() + at[i], tab[3 * i]);
-      total += tab[3 * i];
-    }
+    enc = wz::encode_chunks(in.ptr, in.size, spec, chunk_bytes, threads);
   }
-  uint8_t* p = buf.release();
-  if (auto* q = static_cast<uint8_t*>(std::realloc(p, std::max<size_t>(total, 1)))) p = q;
-  return py::make_tuple(to_numpy(p, total), table);
+  const size_t n = enc.table.size();
+  py::array_t<uint64_t> table({py::ssize_t(n), py::ssize_t(3)});
+  static_assert(sizeof(ChunkEntry) == 3 * sizeof(uint64_t), "ChunkEntry is 3 x u64");
+  if (n) std::memcpy(table.mutable_data(), enc.table.data(), n * sizeof(ChunkEntry));
+  return py::make_tuple(to_numpy(std::move(enc.payload), enc.size), table);
 }
 
-// table: uint64[n, 4] = offset into payload, csize, rsize, checksum.
-void decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_style> table,
-                   int itemsize, int transform, py::buffer out, int threads, bool verify) {
-  ChunkSpec spec = make_spec(itemsize, transform, kDefault, 0, -1);
+// table: uint64[n, 4] = offset into payload, csize, rsize, checksum; see chunks.hpp.
+void py_decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_style> table,
+                      int itemsize, int transform, py::buffer out, int threads, bool verify) {
+  const ChunkSpec spec = make_spec(itemsize, transform, kDefault, 0, -1);
   py::buffer_info pin = payload.request();
-  View src = contiguous(pin, "payload");
+  const View src = contiguous(pin, "payload");
   py::buffer_info oinfo = out.request(true);
-  View dstv = contiguous(oinfo, "out");
-  uint8_t* dst = const_cast<uint8_t*>(dstv.ptr);
-  if (table.ndim() != 2 || table.shape(1) != 4) throw std::invalid_argument("table must be (n, 4)");
+  const View dst = contiguous(oinfo, "out");
+  if (table.ndim() != 2 || table.shape(1) != py::ssize_t(kDecodeColumns))
+    throw std::invalid_argument("table must be (n, 4)");
   const size_t n = size_t(table.shape(0));
   const uint64_t* tab = table.data();
-  std::vector<size_t> dst_off(n);
-  size_t total = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const uint64_t off = tab[4 * i], csize = tab[4 * i + 1], rsize = tab[4 * i + 2];
-    if (off > src.size || csize > src.size - off) throw FormatError("chunk lies outside the file");
-    if (rsize > kMaxChunkBytes || rsize % uint64_t(itemsize)) throw FormatError("bad chunk size");
-    dst_off[i] = total;
-    total += rsize;
-  }
-  if (total != dstv.size) throw FormatError("chunk sizes do not add up to the tensor size");
-  {
-    py::gil_scoped_release nogil;
-    const int nw = resolve_threads(threads);
-    std::vector<Scratch> scratch(size_t(std::max(1, nw)));
-    parallel_for(n, threads, [&](size_t i, int w) {
-      const uint8_t* p = src.ptr + tab[4 * i];
-      const size_t csize = tab[4 * i + 1], rsize = tab[4 * i + 2];
-      decode_chunk(p, csize, spec, dst + dst_off[i], rsize, scratch[size_t(w)]);
-      if (verify && checksum(dst + dst_off[i], rsize) != tab[4 * i + 3])
-        throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
-    });
-  }
+  py::gil_scoped_release nogil;
+  wz::decode_chunks(src.ptr, src.size, tab, n, spec, const_cast<uint8_t*>(dst.ptr), dst.size,
+                    threads, verify);
 }
 
 uint64_t hash_buffer(py::buffer data) {
@@ -217,10 +154,10 @@ PYBIND11_MODULE(_C, m) {
       PyErr_SetString(cls.ptr(), e.what());
     }
   });
-  m.def("encode_chunks", &encode_chunks, py::arg("data"), py::arg("itemsize"),
+  m.def("encode_chunks", &py_encode_chunks, py::arg("data"), py::arg("itemsize"),
         py::arg("transform"), py::arg("chunk_bytes"), py::arg("level"), py::arg("row") = 0,
         py::arg("threads") = 0, py::arg("force_method") = -1);
-  m.def("decode_chunks", &decode_chunks, py::arg("payload"), py::arg("table"),
+  m.def("decode_chunks", &py_decode_chunks, py::arg("payload"), py::arg("table"),
         py::arg("itemsize"), py::arg("transform"), py::arg("out"), py::arg("threads") = 0,
         py::arg("verify") = true);
   m.def("xxh64", &hash_buffer, py::arg("data"));

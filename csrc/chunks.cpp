@@ -1,0 +1,94 @@
+#include "chunks.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "parallel.hpp"
+
+namespace wz {
+
+ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int force_method) {
+  ChunkSpec spec;
+  spec.transform = Transform(transform);
+  spec.itemsize = itemsize;
+  spec.level = level;
+  spec.row = row;
+  spec.force_method = force_method;
+  transform_width(spec.transform, itemsize);  // validates
+  if (level < kFast || level > kMax) throw std::invalid_argument("level must be 0, 1 or 2");
+  if (force_method >= kNumMethods) throw std::invalid_argument("unknown method");
+  return spec;
+}
+
+EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& spec,
+                            uint64_t chunk_bytes, int threads) {
+  const uint64_t itemsize = uint64_t(spec.itemsize);
+  if (chunk_bytes == 0 || chunk_bytes > kMaxChunkBytes || chunk_bytes % itemsize)
+    throw std::invalid_argument("chunk_bytes must be a positive multiple of the item size");
+  if (size % itemsize) throw std::invalid_argument("data is not whole elements");
+  const size_t nchunks = (size + chunk_bytes - 1) / chunk_bytes;
+  EncodedChunks r;
+  r.table.resize(nchunks);
+  ChunkEntry* tab = r.table.data();
+  // Chunks are coded straight into one buffer: no per-chunk allocations, no zero-filled
+  // pages. One worker writes them back to back; several write each at the offset its bound
+  // allows, and the chunks are packed together afterwards.
+  std::vector<size_t> at(nchunks + 1, 0);
+  for (size_t i = 0; i < nchunks; ++i)
+    at[i + 1] = at[i] + chunk_bound(std::min<size_t>(chunk_bytes, size - i * chunk_bytes), spec);
+  MallocBytes buf(static_cast<uint8_t*>(std::malloc(std::max<size_t>(at[nchunks], 1))));
+  if (!buf) throw std::bad_alloc();
+  size_t total = 0;
+  const int nw = resolve_threads(threads);
+  const bool serial = std::min(size_t(nw), nchunks) <= 1;  // parallel_for runs in order
+  std::vector<Scratch> scratch(size_t(std::max(1, nw)));
+  parallel_for(nchunks, threads, [&](size_t i, int w) {
+    const size_t off = i * chunk_bytes;
+    const size_t len = std::min<size_t>(chunk_bytes, size - off);
+    uint8_t* out = buf.get() + (serial ? total : at[i]);
+    const size_t csize = encode_chunk(data + off, len, spec, out, scratch[size_t(w)]);
+    if (serial) total += csize;
+    tab[i] = {csize, len, chunk_checksum(data + off, len)};
+  });
+  for (size_t i = 0; i < nchunks && !serial; ++i) {
+    std::memmove(buf.get() + total, buf.get() + at[i], tab[i].csize);
+    total += tab[i].csize;
+  }
+  // Give back what the bounds reserved beyond the coded size (a failed shrink keeps it).
+  uint8_t* p = buf.release();
+  if (auto* q = static_cast<uint8_t*>(std::realloc(p, std::max<size_t>(total, 1)))) p = q;
+  r.payload.reset(p);
+  r.size = total;
+  return r;
+}
+
+void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,
+                   const ChunkSpec& spec, uint8_t* out, size_t out_size, int threads,
+                   bool verify) {
+  constexpr size_t C = kDecodeColumns;
+  std::vector<size_t> dst_off(n);
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t off = table[C * i], csize = table[C * i + 1], rsize = table[C * i + 2];
+    if (off > size || csize > size - off) throw FormatError("chunk lies outside the file");
+    if (rsize > kMaxChunkBytes || rsize % uint64_t(spec.itemsize))
+      throw FormatError("bad chunk size");
+    dst_off[i] = total;
+    total += rsize;
+  }
+  if (total != out_size) throw FormatError("chunk sizes do not add up to the tensor size");
+  const int nw = resolve_threads(threads);
+  std::vector<Scratch> scratch(size_t(std::max(1, nw)));
+  parallel_for(n, threads, [&](size_t i, int w) {
+    const uint8_t* p = payload + table[C * i];
+    const size_t csize = table[C * i + 1], rsize = table[C * i + 2];
+    uint8_t* dst = out + dst_off[i];
+    decode_chunk(p, csize, spec, dst, rsize, scratch[size_t(w)]);
+    if (verify && chunk_checksum(dst, rsize) != table[C * i + 3])
+      throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
+  });
+}
+
+}  // namespace wz

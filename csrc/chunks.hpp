@@ -1,0 +1,73 @@
+// The chunk driver: a buffer of whole elements <-> independently coded chunks of at most
+// chunk_bytes each (chunk.hpp codes one chunk), coded in parallel. Plain C++17, no Python;
+// bindings.cpp only converts buffers and maps exceptions.
+//
+// Encoding yields the chunk payloads back to back in one buffer and a table with, per
+// chunk, its coded size, raw size and checksum. The checksum is the low 32 bits of xxh64 of
+// the raw chunk: it catches corrupt payloads and decoder bugs alike.
+//
+// Invalid arguments throw std::invalid_argument (ValueError in Python); an unknown transform
+// or one that does not match the item size throws FormatError (as transform_width does);
+// malformed tables and payloads throw FormatError, checksum mismatches ChecksumError.
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "chunk.hpp"
+#include "xxhash64.hpp"
+
+namespace wz {
+
+// Largest chunk (raw bytes) the encoder makes and the decoder accepts.
+constexpr uint64_t kMaxChunkBytes = 1ULL << 30;
+
+// A validated ChunkSpec. Order of checks: transform vs item size (FormatError), level in
+// kFast..kMax, force_method < kNumMethods (std::invalid_argument). transform is cast to the
+// Transform enum as it is.
+ChunkSpec make_spec(int itemsize, int transform, int level = kDefault, uint32_t row = 0,
+                    int force_method = -1);
+
+// The checksum a chunk table stores: the low 32 bits of xxh64 of the raw chunk.
+inline uint64_t chunk_checksum(const uint8_t* p, size_t n) { return xxh64(p, n) & 0xffffffffu; }
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+// A malloc'ed buffer (freed with std::free), so that it can be handed on without a copy.
+using MallocBytes = std::unique_ptr<uint8_t, FreeDeleter>;
+
+// One row of an encoding table.
+struct ChunkEntry {
+  uint64_t csize;     // payload bytes
+  uint64_t rsize;     // raw bytes
+  uint64_t checksum;  // chunk_checksum of the raw bytes
+};
+
+struct EncodedChunks {
+  MallocBytes payload;  // size bytes (never null: at least one byte is allocated)
+  size_t size = 0;
+  std::vector<ChunkEntry> table;  // chunk i's payload starts at the sum of earlier csizes
+};
+
+// Split data[0, size) into chunks of chunk_bytes (the last may be shorter) and encode them
+// with up to threads workers (0: one per core). The output does not depend on threads.
+// Throws std::invalid_argument unless 0 < chunk_bytes <= kMaxChunkBytes, chunk_bytes is a
+// multiple of spec.itemsize and size is whole elements.
+EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& spec,
+                            uint64_t chunk_bytes, int threads);
+
+// Columns of a decoding table row: offset into the payload, csize, rsize, checksum.
+constexpr size_t kDecodeColumns = 4;
+
+// Decode n chunks into out[0, out_size): table is n x kDecodeColumns uint64 (row-major);
+// chunk i fills the rsize bytes following those of chunks 0..i-1. Before decoding anything
+// it checks every row (FormatError: chunk outside the payload, rsize above kMaxChunkBytes or
+// not whole elements, rsizes not adding up to out_size). With verify, each decoded chunk's
+// checksum is compared with the table's (ChecksumError). Decodes with up to threads workers.
+void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,
+                   const ChunkSpec& spec, uint8_t* out, size_t out_size, int threads,
+                   bool verify);
+
+}  // namespace wz

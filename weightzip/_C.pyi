@@ -1,0 +1,92 @@
+# Type stub of weightzip._C, the private C++ extension (csrc/bindings.cpp over the csrc core).
+# Use the weightzip package instead: its API is the stable one.
+#
+# Buffers (`_Buffer`) are any C-contiguous objects with the buffer protocol (bytes, bytearray,
+# memoryview, numpy arrays, ...), read as raw bytes without a copy; the GIL is released while
+# coding. Errors: invalid arguments raise ValueError; malformed data raises
+# weightzip.errors.FormatError, checksum mismatches weightzip.errors.ChecksumError (a
+# FormatError); a read-only `out` raises BufferError; arguments of the wrong type TypeError.
+#
+# Integer arguments take anything with __index__ (int, numpy integers). Integer codes:
+# `transform` is the byte-plane transform (0 bytes, 1 bf16, 2 fp16, 3 fp32, 4 fp64, 5 fp8;
+# weightzip.dtypes), `level` 0 fast, 1 default, 2 max, `force_method` -1 (choose) or a stream
+# method (0 raw, 1 const, 2 rans, 3 zstd, 4 cm).
+from typing import Any
+from typing import SupportsIndex as _Int
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import Buffer, TypeAlias
+
+# numpy < 2 does not declare ndarray a Buffer (its stubs lack __buffer__): name it as well.
+_Buffer: TypeAlias = Buffer | npt.NDArray[Any]
+
+# (payload, table) = encode_chunks(...): `data` (whole elements of `itemsize` bytes) split into
+# chunks of `chunk_bytes` (a positive multiple of itemsize, at most 2**30; the last chunk may
+# be shorter), each coded on its own, with up to `threads` workers (0: one per core); the
+# output does not depend on `threads`. `row` is the row length in elements (0: unknown), a
+# context for level 2. payload: uint8[total], the chunks back to back (owned by the array, no
+# copy); table: uint64[n, 3] with columns csize, rsize, checksum (the low 32 bits of xxh64 of
+# the raw chunk). ValueError for bad chunk_bytes, level, force_method, data not whole
+# elements, or a forced method that cannot code a stream; FormatError for a transform that
+# is unknown or does not match itemsize.
+def encode_chunks(
+    data: _Buffer,
+    itemsize: _Int,
+    transform: _Int,
+    chunk_bytes: _Int,
+    level: _Int,
+    row: _Int = 0,
+    threads: _Int = 0,
+    force_method: _Int = -1,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64]]: ...
+
+# Decodes the chunks `table` describes into `out` (writable; its size must be the sum of the
+# rsizes), chunk after chunk, with up to `threads` workers. table: uint64[n, 4] with columns
+# offset into `payload`, csize, rsize, checksum (other integer arrays and Fortran order are
+# converted). Every row is checked before anything is decoded (FormatError: chunk outside
+# the payload, bad chunk size, sizes not adding up); with `verify`, each chunk's checksum
+# (ChecksumError). ValueError unless table is (n, 4).
+def decode_chunks(
+    payload: _Buffer,
+    table: npt.ArrayLike,
+    itemsize: _Int,
+    transform: _Int,
+    out: _Buffer,
+    threads: _Int = 0,
+    verify: bool = True,
+) -> None: ...
+
+# XXH64 (seed 0) of the buffer's bytes.
+def xxh64(data: _Buffer) -> int: ...
+
+# Whether the system's libzstd could be loaded (without it the encoder never picks zstd, and
+# decoding a zstd stream raises FormatError).
+def zstd_available() -> bool: ...
+
+# Number of byte streams (the item size) a transform codes; FormatError if the transform is
+# unknown or does not match itemsize.
+def stream_count(transform: _Int, itemsize: _Int) -> int: ...
+
+# rANS-encode int32 symbols with CompressAI-style indexed CDF tables (csrc/rans_indexed.hpp):
+# symbol i uses the table indexes[i]. symbols and indexes: int32 arrays of the same size
+# (other integer arrays are cast); cdfs: int32[n_cdfs, max_len]; cdf_lengths, offsets:
+# int32[n_cdfs]. Returns the payload, uint8[m] (no copy). ValueError for bad tables, shapes
+# or indexes.
+def indexed_encode(
+    symbols: npt.ArrayLike,
+    indexes: npt.ArrayLike,
+    cdfs: npt.ArrayLike,
+    cdf_lengths: npt.ArrayLike,
+    offsets: npt.ArrayLike,
+) -> npt.NDArray[np.uint8]: ...
+
+# Inverse of indexed_encode: int32[indexes.size] symbols. ValueError for bad tables, shapes
+# or indexes; FormatError for a corrupt or truncated payload.
+def indexed_decode(
+    payload: _Buffer,
+    indexes: npt.ArrayLike,
+    cdfs: npt.ArrayLike,
+    cdf_lengths: npt.ArrayLike,
+    offsets: npt.ArrayLike,
+) -> npt.NDArray[np.int32]: ...
