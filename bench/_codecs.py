@@ -28,6 +28,10 @@ from bench._common import ST_DTYPES, read_bytearray, read_bytes, read_st_header
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 WZ_PREFIX = "weightzip-"
+try:  # the level names live in weightzip.levels; without weightzip its methods are skipped anyway
+    from weightzip.levels import DEFAULT_LEVEL, LEVEL_NAMES
+except Exception:  # noqa: BLE001 - ImportError, or a broken native extension
+    DEFAULT_LEVEL, LEVEL_NAMES = "", ()
 
 
 class Codec(NamedTuple):

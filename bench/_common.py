@@ -1,5 +1,8 @@
 """Shared helpers for the weightzip benchmarks: paths, provenance, safetensors I/O,
-child-process measurement (peak RSS) and report writing."""
+child-process measurement (peak RSS) and report writing.
+
+Paths in reports go through display_path (neurocodec.tools.paths): relative to the repository
+root, ``../shared/...`` for the sibling data folder, never the build machine's absolute path."""
 
 from __future__ import annotations
 
@@ -8,17 +11,19 @@ import hashlib
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
+
+from neurocodec.tools.paths import display_command, display_path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -62,7 +67,7 @@ def _version(dist: str) -> str:
 def _weightzip_version() -> str:
     try:
         import weightzip
-        return str(getattr(weightzip, "__version__", None) or _version("weightzip"))
+        return str(getattr(weightzip, "__version__", None) or _version("neurocodec"))
     except Exception as e:  # not importable: say so instead of failing the report
         return f"unavailable ({type(e).__name__})"
 
@@ -100,7 +105,7 @@ def machine_info() -> dict[str, Any]:
 def provenance() -> dict[str, Any]:
     return {
         "git_sha": git_sha(),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": display_command([sys.executable, *sys.argv]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
     }
@@ -117,6 +122,11 @@ def provenance_md(prov: dict[str, Any]) -> list[str]:
         f"zstandard {m['zstandard']} (libzstd {m.get('libzstd', '?')}), torch {m['torch']}, "
         f"weightzip {m['weightzip']}",
     ]
+
+
+def display_args(args: Any) -> dict[str, str]:
+    """argparse namespace -> {name: str(value)} as recorded, paths via display_path."""
+    return {k: display_path(v) if isinstance(v, Path) else str(v) for k, v in vars(args).items()}
 
 
 # --------------------------------------------------------------------------- files

@@ -6,9 +6,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._common import CACHE_DIR, MiB, TensorSpec, write_synthetic_safetensors
+from bench._common import CACHE_DIR, REPO_ROOT, MiB, TensorSpec, write_synthetic_safetensors
 
-SHARED_WEIGHTS = Path("/work/shared/data/weights")
+SHARED_WEIGHTS = REPO_ROOT.parent / "shared" / "data" / "weights"  # ../shared beside the checkout
 SYNTH_SEED = 20240601
 SYNTH_VERSION = 1  # bump when the generator changes, so cached files are regenerated
 

@@ -13,6 +13,7 @@ Phases
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -86,12 +87,12 @@ def run_codec(spec: dict[str, Any]) -> dict[str, Any]:
     for t in spec["threads"]:
         cmp_path = Path(f"{prefix}.t{t}")
         if spec["phase"] == "compress":
-            times = _timed_reps(lambda: codec.compress(src, cmp_path, t), spec["reps"],
+            times = _timed_reps(functools.partial(codec.compress, src, cmp_path, t), spec["reps"],
                                 spec["budget_s"], spec["min_time_s"])
             runs[str(t)] = {"times_s": times, "best_s": min(times), "size": cmp_path.stat().st_size}
         else:
             out = Path(f"{cmp_path}.out")
-            times = _timed_reps(lambda: codec.decompress(cmp_path, out, t), spec["reps"],
+            times = _timed_reps(functools.partial(codec.decompress, cmp_path, out, t), spec["reps"],
                                 spec["budget_s"], spec["min_time_s"])
             sha = sha256_file(out)
             runs[str(t)] = {"times_s": times, "best_s": min(times), "sha256": sha}
@@ -109,6 +110,7 @@ def run_codec(spec: dict[str, Any]) -> dict[str, Any]:
 def run_incompressible(spec: dict[str, Any]) -> dict[str, Any]:
     import ml_dtypes
     import numpy as np
+
     import weightzip
 
     base = vm_hwm_mb()

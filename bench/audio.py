@@ -1,7 +1,7 @@
 """Benchmark the audio codec against Opus (opusenc/opusdec, hard CBR) in one run.
 
-    /work/venv/bin/python bench/audio.py                       # default audio codec, both test sets
-    /work/venv/bin/python bench/audio.py --codec audio-rvq --limit 5 --no-memory
+    python bench/audio.py                       # default audio codec, both test sets
+    python bench/audio.py --codec audio-rvq --limit 5 --no-memory
 
 Per set (speech/test, music/test): neurocodec.tools.audio.evaluate at 1.5/3/6 kbps and Opus at
 6/12 kbps -> <out>/audio/<set>/{results.json,per_file.csv,quality.png}. Then: index entropy
@@ -32,6 +32,7 @@ from bench._common import (
     provenance_md,
     write_reports,
 )
+from neurocodec.tools.paths import display_paths
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "audio"
 SETS = {"speech": DATA / "speech" / "test", "music": DATA / "music" / "test"}
@@ -56,7 +57,7 @@ def usage_entropy(codec, folder: Path, limit: int | None) -> list[float]:
 
 def seams(codec, path: Path) -> dict:
     """Chunked decoding (as the codec does it) against decoding all frames in one window."""
-    from neurocodec.runtime.audio.codec import DECODE_CHUNK
+    from neurocodec.runtime.audio.decoder import DECODE_CHUNK
     from neurocodec.runtime.audio.io import read_audio
     from neurocodec.runtime.audio.stream import decode_stream
     from neurocodec.runtime.bitstream import NcFile
@@ -105,6 +106,11 @@ def memory(codec_name: str) -> dict:
     return res
 
 
+def _scrub(msg: str, tmp: str) -> str:
+    """A CLI message as recorded: the scratch folder's path becomes <tmp>."""
+    return msg.strip().replace(str(Path(tmp).resolve()), "<tmp>").replace(str(tmp), "<tmp>")
+
+
 def bad_inputs(codec_name: str) -> list[tuple[str, str]]:
     import soundfile as sf
 
@@ -125,14 +131,14 @@ def bad_inputs(codec_name: str) -> list[tuple[str, str]]:
             r = subprocess.run([*cli, "encode", str(wav), "-o", str(nc), "--codec", codec_name, "-q"],
                                capture_output=True, text=True, check=False)
             if r.returncode:
-                rows.append((name, f"exit {r.returncode}: `{r.stderr.strip()}`"))
+                rows.append((name, f"exit {r.returncode}: `{_scrub(r.stderr, d)}`"))
                 continue
             if not Path(d, "keep.nc").exists():
                 Path(d, "keep.nc").write_bytes(nc.read_bytes())  # for the corrupt-file cases below
             r = subprocess.run([*cli, "decode", str(nc), "-o", str(out), "-q", "--codec", codec_name],
                                check=False, capture_output=True, text=True)
             if r.returncode:
-                rows.append((name, f"encoded; decode exit {r.returncode}: `{r.stderr.strip()}`"))
+                rows.append((name, f"encoded; decode exit {r.returncode}: `{_scrub(r.stderr, d)}`"))
                 continue
             y, _ = sf.read(str(out))
             rows.append((name, (f"decoded: {len(y)} samples (input {len(x)}), peak {np.abs(y).max():.3f}, "
@@ -145,7 +151,7 @@ def bad_inputs(codec_name: str) -> list[tuple[str, str]]:
                 r = subprocess.run([*cli, "decode", str(Path(d, "bad.nc")), "-o", str(Path(d, "bad.wav")),
                                     "--codec", codec_name],
                                    capture_output=True, text=True, check=False)
-                rows.append((name, (f"exit {r.returncode}: `{r.stderr.strip()}`; output written: "
+                rows.append((name, (f"exit {r.returncode}: `{_scrub(r.stderr, d)}`; output written: "
                                    f"{Path(d, 'bad.wav').exists()}")))
     return rows
 
@@ -160,9 +166,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, all cores)")
     a = ap.parse_args()
 
+    from neurocodec.runtime.registry import default_codec, load_codec
     from neurocodec.tools.audio.anchors import opus_available, opus_version
     from neurocodec.tools.audio.evaluate import evaluate
-    from neurocodec.runtime.registry import default_codec, load_codec
 
     name = a.codec or default_codec("audio")
     codec = load_codec(name)
@@ -182,7 +188,8 @@ def main() -> int:
     extra = {"usage_entropy": usage_entropy(codec, SETS["speech"], a.limit),
              "seams": seams(codec, min(SETS["music"].glob("vocadito*"))) if SETS["music"].is_dir() else None,
              "memory": None if a.no_memory else memory(name), "bad_inputs": bad_inputs(name)}
-    payload = {"provenance": prov, "codec": name, "model": codec.cfg.to_dict(), "training": codec.meta.get("training", {}),
+    payload = {"provenance": prov, "codec": name, "model": codec.cfg.to_dict(),
+               "training": display_paths(codec.meta.get("training", {})),
                "sets": {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in results.items()}, **extra}
     write_reports(a.out, "audio", payload, report(payload, results, name, codec))
     return 0
@@ -198,7 +205,8 @@ def _m(results, set_name, system, k):
 def report(payload: dict, results: dict, name: str, codec) -> list[str]:
     prov = payload["provenance"]
     lines = [f"# Audio codec `{name}` vs Opus", "", *provenance_md(prov),
-             f"- torch threads: {prov['torch_threads']}; Opus: {prov['opus']} (`opusenc --hard-cbr`, decoded with `opusdec --rate <input rate>`)",
+             f"- torch threads: {prov['torch_threads']}; Opus: {prov['opus']} "
+             "(`opusenc --hard-cbr`, decoded with `opusdec --rate <input rate>`)",
              f"- training: step {payload['training'].get('step')}, {payload['training'].get('minutes')} min on CPU", ""]
     cols = ["system", "nominal kbps", "file kbps", "Opus payload kbps", "stages/frame", "level dB (mean / worst)",
             "SI-SDR dB", "mel dist", "STOI", "PESQ-WB", "enc+dec ×RT", "entropy saving"]
@@ -207,12 +215,19 @@ def report(payload: dict, results: dict, name: str, codec) -> list[str]:
         for m in res["means"]:
             rows.append([m["system"], fmt(m["nominal_kbps"], 2), fmt(m["kbps"], 3), fmt(m.get("payload_kbps"), 3),
                          fmt(m.get("stages"), 2),
-                         f"{fmt(m.get('level_db'), 2)} / {fmt(m.get('level_db_worst'), 2)}", fmt(m["si_sdr"], 2), fmt(m["mel"], 3), fmt(m["stoi"], 3),
+                         f"{fmt(m.get('level_db'), 2)} / {fmt(m.get('level_db_worst'), 2)}",
+                         fmt(m["si_sdr"], 2), fmt(m["mel"], 3), fmt(m["stoi"], 3),
                          fmt(m["pesq_wb"], 2), fmt(m.get("encdec_rtf"), 1), fmt(m.get("entropy_saving_pct"), 1, " %")])
-        lines += [f"## {set_name}: {res['files']} files, {sum(r['seconds'] for r in res['rows']) / max(1, len({r['system'] + str(r['nominal_kbps']) for r in res['rows']})):.1f} s",
-                  "", *md_table(cols, rows), "", f"Per file: `audio/{set_name}/per_file.csv`; plot: `audio/{set_name}/quality.png`.", ""]
-    sp = lambda s, k: _m(results, "speech", s, k)
-    ours = [sp(name, k) for k in sorted({m["nominal_kbps"] for m in results.get("speech", {}).get("means", []) if m["system"] == name})]
+        n_runs = max(1, len({r["system"] + str(r["nominal_kbps"]) for r in res["rows"]}))
+        seconds = sum(r["seconds"] for r in res["rows"]) / n_runs
+        lines += [f"## {set_name}: {res['files']} files, {seconds:.1f} s", "", *md_table(cols, rows), "",
+                  f"Per file: `audio/{set_name}/per_file.csv`; plot: `audio/{set_name}/quality.png`.", ""]
+
+    def sp(system, k):
+        return _m(results, "speech", system, k)
+
+    speech_means = results.get("speech", {}).get("means", [])
+    ours = [sp(name, k) for k in sorted({m["nominal_kbps"] for m in speech_means if m["system"] == name})]
     ours = [m for m in ours if m]
     opus6 = sp("opus", 6.0)
     best6 = max((m for m in ours if m["nominal_kbps"] <= 6), key=lambda m: m["pesq_wb"], default=None)
@@ -223,39 +238,48 @@ def report(payload: dict, results: dict, name: str, codec) -> list[str]:
     saturated = len(ours_rows) - len(all_rows)
     worst = max((abs(r["kbps"] / r["nominal_kbps"] - 1) * 100 for r in all_rows), default=float("nan"))
     over = max(((r["kbps"] / r["nominal_kbps"] - 1) * 100 for r in all_rows), default=float("nan"))
-    rtf = min((m["encdec_rtf"] for res in results.values() for m in res["means"] if m["system"] == name), default=float("nan"))
+    rtf = min((m["encdec_rtf"] for res in results.values() for m in res["means"] if m["system"] == name),
+              default=float("nan"))
 
     def verdict(ok):
         return "met" if ok else "**MISSED**"
 
     t = []
     if best6 and opus6:
-        t.append(["≤ 6 kbps speech: PESQ-WB above Opus 6 kbps", f"{fmt(best6['pesq_wb'], 2)} (at {best6['nominal_kbps']:g} kbps) vs Opus {fmt(opus6['pesq_wb'], 2)}",
+        t.append(["≤ 6 kbps speech: PESQ-WB above Opus 6 kbps",
+                  f"{fmt(best6['pesq_wb'], 2)} (at {best6['nominal_kbps']:g} kbps) vs Opus {fmt(opus6['pesq_wb'], 2)}",
                   verdict(best6["pesq_wb"] > opus6["pesq_wb"])])
         s6 = max(m["stoi"] for m in ours if m["nominal_kbps"] <= 6)
-        t.append(["≤ 6 kbps speech: STOI ≥ 0.85", f"{fmt(s6, 3)} (Opus 6 kbps {fmt(opus6['stoi'], 3)})", verdict(s6 >= 0.85)])
+        t.append(["≤ 6 kbps speech: STOI ≥ 0.85", f"{fmt(s6, 3)} (Opus 6 kbps {fmt(opus6['stoi'], 3)})",
+                  verdict(s6 >= 0.85)])
     if at15:
         t.append(["1.5 kbps speech: STOI ≥ 0.75", fmt(at15["stoi"], 3), verdict(at15["stoi"] >= 0.75)])
     lv = max((m["level_db_worst"] for res in results.values() for m in res["means"] if m["system"] == name),
              default=float("nan"))
     t.append(["decoded level within 0.5 dB RMS of the input (every file)", f"worst |change| {fmt(lv, 2)} dB",
               verdict(lv <= 0.5)])
-    t.append(["encode + decode ≥ 10× real time (2 cores)", f"{fmt(rtf, 1)}× (slowest set and rate)", verdict(rtf >= 10)])
+    t.append(["encode + decode ≥ 10× real time (2 cores)", f"{fmt(rtf, 1)}× (slowest set and rate)",
+              verdict(rtf >= 10)])
     t.append(["file bitrate within 2 % of nominal (headers included)",
-              (f"worst file {fmt(worst, 2)} % off (largest excess {fmt(over, 2)} %) over {len(all_rows)} files × rates; "
+              (f"worst file {fmt(worst, 2)} % off (largest excess {fmt(over, 2)} %) "
+              f"over {len(all_rows)} files × rates; "
               f"{saturated} more used all {codec.n_max} stages below their nominal rate"), verdict(worst <= 2)])
     ue = payload["usage_entropy"]
-    t.append(["codebook usage entropy ≥ 90 % of max (speech test codes)", f"min {fmt(min(ue) * 100, 1)} %, mean {fmt(np.mean(ue) * 100, 1)} %",
-              verdict(min(ue) >= 0.9)])
+    t.append(["codebook usage entropy ≥ 90 % of max (speech test codes)",
+              f"min {fmt(min(ue) * 100, 1)} %, mean {fmt(np.mean(ue) * 100, 1)} %", verdict(min(ue) >= 0.9)])
     lines += ["## Targets", "", *md_table(["target", "measured", "verdict"], t, "llr"), ""]
     if payload["seams"]:
         s = payload["seams"]
-        lines += ["## Streaming", "", (f"- seams: `{s['file']}` ({s['seconds']} s, {s['chunks']} chunks of {s['chunk_seconds']} s, 16 frames of overlap, one-hop cross-fade) "
-                  f"decoded in chunks vs in one window: max |diff| {s['max_abs_diff']:.2e}, difference {s['diff_snr_db']:.1f} dB below the signal.")]
+        lines += ["## Streaming", "",
+                  (f"- seams: `{s['file']}` ({s['seconds']} s, {s['chunks']} chunks of {s['chunk_seconds']} s, "
+                   "16 frames of overlap, one-hop cross-fade) "
+                   f"decoded in chunks vs in one window: max |diff| {s['max_abs_diff']:.2e}, "
+                   f"difference {s['diff_snr_db']:.1f} dB below the signal.")]
     if payload["memory"]:
         rows = [[k, v["encode_mb"], v["decode_mb"], v["kbps"], v["samples_ok"]] for k, v in payload["memory"].items()]
         lines += ["- peak memory through the CLI (`neurocodec encode/decode`, 16 kHz speech, 6 kbps):", "",
-                  *md_table(["input", "encode peak RSS MB", "decode peak RSS MB", "file kbps", "length exact"], rows), ""]
+                  *md_table(["input", "encode peak RSS MB", "decode peak RSS MB", "file kbps", "length exact"], rows),
+                  ""]
     lines += ["## Bad input (CLI)", "", *md_table(["input", "outcome"], payload["bad_inputs"], "ll"), ""]
     lines += ["Codebook usage entropy per codebook (fraction of log2 K): " + ", ".join(f"{v:.3f}" for v in ue), ""]
     return lines

@@ -1,8 +1,8 @@
 """Long fuzzing campaign over every decoder; writes bench/results/fuzz.md and fuzz.json.
 
-    /work/venv/bin/python bench/fuzz.py                       # the full campaign (~1-2 h, one core)
-    /work/venv/bin/python bench/fuzz.py --scale 0.01          # a smoke run of the same plan
-    /work/venv/bin/python bench/fuzz.py --only wz,pt --execs pt=2000000
+    python bench/fuzz.py                       # the full campaign (~1-2 h, one core)
+    python bench/fuzz.py --scale 0.01          # a smoke run of the same plan
+    python bench/fuzz.py --only wz,pt --execs pt=2000000
 
 Targets (tests/fuzz/): the csrc decoders under libFuzzer with ASan + UBSan (chunk decoder,
 static rANS with its AVX-512 / AVX2 / scalar kernels, indexed rANS, context mixing, float
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # allow `python bench/fuzz.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RESULTS_DIR, fmt, md_table, provenance, provenance_md, write_reports  # noqa: E402
+from bench._common import RESULTS_DIR, display_command, fmt, md_table, provenance, provenance_md, write_reports  # noqa: E402
 
 FUZZ_DIR = Path(__file__).resolve().parent.parent / "tests" / "fuzz"
 sys.path.insert(0, str(FUZZ_DIR))
@@ -66,6 +67,13 @@ NOTES = """\
 """
 
 
+def _recorded(d: dict) -> dict:
+    """A result as written to fuzz.json: its command line with repository-relative paths."""
+    if d.get("command"):
+        d = {**d, "command": display_command(shlex.split(d["command"]))}
+    return d
+
+
 def _row(r: campaign.Result, goal: int | None) -> list:
     met = "" if goal is None else ("yes" if r.execs >= goal else f"**no** ({r.execs / max(goal, 1):.0%})")
     return [r.target, r.engine, f"{r.execs:,}", fmt(r.exec_per_s, 0), r.cov, r.ft, r.corpus,
@@ -81,7 +89,7 @@ def render(results: list[campaign.Result], prov: dict, goals: dict) -> list[str]
               f"- csrc decoders: {cpp_sum:,} executions in all (goal {CPP_GOAL:,}: "
               f"{'met' if cpp_sum >= CPP_GOAL else 'NOT met'}), "
               f"{sum(len(r.findings) for r in cpp)} findings",
-              f"- Python decoders: " + ", ".join(f"{r.target} {r.execs:,}" for r in py)
+              "- Python decoders: " + ", ".join(f"{r.target} {r.execs:,}" for r in py)
               + f" (goal {PY_GOAL:,} each), {sum(len(r.findings) for r in py)} findings", ""]
     hdr = ["target", "engine", "executions", "exec/s", "cov", "ft", "corpus", "minutes", "findings", "budget met"]
     lines += md_table(hdr, [_row(r, goals.get(r.target)) for r in results]) + [""]
@@ -129,7 +137,7 @@ def main() -> None:
               f"{len(r.findings)} findings", flush=True)
         results.append(r)
         payload = {"provenance": prov, "goals": {"cpp_sum": CPP_GOAL, "python_each": PY_GOAL, "budgets": goals},
-                   "results": [campaign.as_dict(x) for x in results]}
+                   "results": [_recorded(campaign.as_dict(x)) for x in results]}
         write_reports(args.out, "fuzz", payload, render(results, prov, goals))  # after every target
 
 

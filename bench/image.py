@@ -1,7 +1,7 @@
 """Benchmark the learned image codecs on Kodak against Pillow anchors and published curves.
 
-    /work/venv/bin/python bench/image.py                                # hyperprior,shallow
-    /work/venv/bin/python bench/image.py --codecs hyperprior --limit 4  # quick look
+    python bench/image.py                                # hyperprior,shallow
+    python bench/image.py --codecs hyperprior --limit 4  # quick look
     ... --data ../shared/data/images/kodak --out bench/results --determinism
 
 Codec names are passed unchanged to the backend (``neurocodec.api`` unless ``--backend``
@@ -37,6 +37,8 @@ import numpy as np
 from bench._common import (
     REPO_ROOT,
     RESULTS_DIR,
+    display_args,
+    display_path,
     fmt,
     md_table,
     provenance,
@@ -186,6 +188,7 @@ def run_codec(codec: str, args: argparse.Namespace, backend: Any, threads: list[
     res = evaluate(codec, args.data, args.out / "image" / _slug(codec), qualities=quals,
                    anchors=not args.no_anchors, anchors_json=anchors_json, limit=args.limit,
                    progress=not args.no_progress, backend=backend, keep_bitstreams=streams)
+    res["files"] = {k: display_path(v) for k, v in res["files"].items()}  # as recorded in image.json
     qualities = res["curves"][codec]["quality"]
     probe = probe_qualities(args.probe_quality, qualities)
     out = {"result": res, "macs_per_pixel": _macs(backend, codec),
@@ -230,8 +233,8 @@ def _codec_md(codec: str, r: dict[str, Any]) -> list[str]:
     rows = [[q, fmt(b, 4), fmt(p, 2), fmt(m, 4), fmt(e, 1), fmt(d, 1)]
             for q, b, p, m, e, d in zip(c["quality"], c["bpp"], c["psnr"], c["ms_ssim"], c["enc_ms"], c["dec_ms"])]
     L += md_table(["quality", "bpp", "PSNR-RGB dB", "MS-SSIM", "enc ms", "dec ms"], rows) + [""]
-    rows = [[t["quality"], t["threads"], fmt(t["median_ms"], 1), f"{fmt(t['min_ms'], 1)} - {fmt(t['max_ms'], 1)}", t["n"]]
-            for t in r["decode_timing"]]
+    rows = [[t["quality"], t["threads"], fmt(t["median_ms"], 1), f"{fmt(t['min_ms'], 1)} - {fmt(t['max_ms'], 1)}",
+             t["n"]] for t in r["decode_timing"]]
     L += ["Decode time per image (median over images):", ""]
     L += md_table(["quality", "torch threads", "median ms", "min - max ms", "images"], rows) + [""]
     same = res["bd_rate_pct"]["same_run"]
@@ -355,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                          args.out / "image_rd.png", f"Kodak RD: {', '.join(ok)} vs anchors",
                          published=published,
                          anchors={f"{f.upper()} (same run)": (c["bpp"], c["psnr"]) for f, c in anchor_curves.items()})
-    payload = {**provenance(), "args": {k: str(v) for k, v in vars(args).items()},
-               "data": str(args.data), "anchors_json": str(json_path) if json_path else None,
-               "elapsed_s": time.time() - t_start, "rd_png": str(rd_png) if rd_png else None,
+    payload = {**provenance(), "args": display_args(args),
+               "data": display_path(args.data), "anchors_json": display_path(json_path) if json_path else None,
+               "elapsed_s": time.time() - t_start, "rd_png": display_path(rd_png) if rd_png else None,
                "anchors": anchor_curves, "codecs": per_codec}
     if ok:
         payload["run_meta"] = next(iter(ok.values()))["meta"]  # torch threads, Pillow version

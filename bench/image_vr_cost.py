@@ -19,6 +19,7 @@ if __package__ in (None, ""):
 
 from bench._common import (
     RESULTS_DIR,
+    display_path,
     md_table,
     provenance,
     provenance_md,
@@ -65,19 +66,20 @@ def main() -> int:
 
     from neurocodec.runtime.image.models import ImageModelConfig
 
-    lmbda = ImageModelConfig.from_dict(json.loads((tmp / "all_qualities" / "codec" / "codec.json").read_text())["model"]).lmbdas[a.quality]
+    codec_json = json.loads((tmp / "all_qualities" / "codec" / "codec.json").read_text())
+    lmbda = ImageModelConfig.from_dict(codec_json["model"]).lmbdas[a.quality]
     for label, r in results.items():
         mse = 255**2 * 10 ** (-r["psnr"] / 10)
         r["J"] = lmbda * mse + r["bpp"]
         rows.append([label, f"{r['bpp']:.4f}", f"{r['psnr']:.2f}", f"{r['J']:.4f}"])
     va, fx = results["all qualities"], results[f"quality {a.quality} only"]
-    payload = {"provenance": provenance(), "run": str(a.run), "quality": a.quality, "lmbda": lmbda,
+    payload = {"provenance": provenance(), "run": display_path(a.run), "quality": a.quality, "lmbda": lmbda,
                "steps": a.steps, "results": results,
                "delta": {"bpp_pct": 100 * (fx["bpp"] / va["bpp"] - 1), "psnr_db": fx["psnr"] - va["psnr"],
                          "J_pct": 100 * (fx["J"] / va["J"] - 1)}}
     d = payload["delta"]
     md = ["# Cost of the variable-rate model", "", *provenance_md(payload["provenance"]),
-          (f"- run `{a.run}`, both fine-tuned {a.steps} steps (lr {a.lr:g}) from its checkpoint; Kodak"
+          (f"- run `{display_path(a.run)}`, both fine-tuned {a.steps} steps (lr {a.lr:g}) from its checkpoint; Kodak"
           f"{'' if a.limit is None else f' (first {a.limit})'}, quality {a.quality} (λ = {lmbda:g})"), "",
           *md_table(["training", "bpp", "PSNR-RGB dB", "J = λ·MSE + bpp"], rows), "",
           (f"Specialising to one λ changes bpp by {d['bpp_pct']:+.1f} %, PSNR by {d['psnr_db']:+.2f} dB "

@@ -1,7 +1,7 @@
 """Peak memory of weightzip.pack / weightzip.unpack on a multi-GB safetensors file.
 
-    /work/venv/bin/python bench/memory.py                  # 3 GB file (BF16 + some FP32)
-    /work/venv/bin/python bench/memory.py --size-gb 2 --workdir /big/disk --threads 2
+    python bench/memory.py                  # 3 GB file (BF16 + some FP32)
+    python bench/memory.py --size-gb 2 --workdir /big/disk --threads 2
 
 The file is generated deterministically (largest tensor 512 MiB) and cached in the workdir.
 Each operation runs in its own child process (bench/_worker.py); we report its peak RSS
@@ -24,10 +24,25 @@ if __package__ in (None, ""):  # allow `python bench/memory.py`; explicit PYTHON
     _n = len([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     sys.path.insert(1 + _n, str(Path(__file__).resolve().parent.parent))
 
-from bench._codecs import WZ_PREFIX, dominant_float_dtype  # noqa: E402
-from bench._common import (CACHE_DIR, MB, MiB, RESULTS_DIR, TensorSpec, fmt, md_table,  # noqa: E402
-                           provenance, provenance_md, read_st_header, run_child, sha256_file,
-                           write_reports, write_synthetic_safetensors)
+from bench._codecs import DEFAULT_LEVEL, WZ_PREFIX, dominant_float_dtype  # noqa: E402
+from bench._common import (  # noqa: E402
+    CACHE_DIR,
+    MB,
+    RESULTS_DIR,
+    MiB,
+    TensorSpec,
+    display_args,
+    display_path,
+    fmt,
+    md_table,
+    provenance,
+    provenance_md,
+    read_st_header,
+    run_child,
+    sha256_file,
+    write_reports,
+    write_synthetic_safetensors,
+)
 from bench.weights import weightzip_status  # noqa: E402
 
 SEED = 7
@@ -69,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, default=CACHE_DIR / "memory",
                     help="where the generated file and outputs go (needs ~3x size of disk)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="multi-thread count")
-    ap.add_argument("--levels", default="default", help="weightzip levels (comma separated)")
+    ap.add_argument("--levels", default=DEFAULT_LEVEL, help="weightzip levels (comma separated)")
     ap.add_argument("--baselines", default="zstd-3,zipnn-tensor",
                     help="reference methods run the same way (comma separated; '' for none)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
@@ -161,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 if r["error"]:
                     break
             Path(f"{prefix}.t{t}").unlink(missing_ok=True)
-    payload = {**provenance(), "args": {k: str(v) for k, v in vars(args).items()},
-               "weightzip_skipped": wz_skip, "elapsed_s": time.time() - t_start, "file": str(src),
+    payload = {**provenance(), "args": display_args(args),
+               "weightzip_skipped": wz_skip, "elapsed_s": time.time() - t_start, "file": display_path(src),
                "file_bytes": src.stat().st_size, "sha256": sha, "n_tensors": len(hdr.tensors),
                "dtypes": ", ".join(dtypes), "largest_tensor": largest.name,
                "largest_tensor_bytes": largest.end - largest.begin, "rows": rows}

@@ -1,7 +1,7 @@
 """Benchmark weightzip against zstd and zipnn on real and synthetic weight files.
 
-    /work/venv/bin/python bench/weights.py            # full run (1 GiB synthetic file)
-    /work/venv/bin/python bench/weights.py --quick    # smoke run (64 MiB synthetic file)
+    python bench/weights.py            # full run (1 GiB synthetic file)
+    python bench/weights.py --quick    # smoke run (64 MiB synthetic file)
     ... --only minilm,synthetic --levels default --threads 2 --out bench/results
 
 Every (dataset, method, phase) runs in a fresh child process (bench/_worker.py) so peak
@@ -24,15 +24,24 @@ if __package__ in (None, ""):  # allow `python bench/weights.py`; explicit PYTHO
     _n = len([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     sys.path.insert(1 + _n, str(Path(__file__).resolve().parent.parent))
 
-from bench._codecs import WZ_PREFIX, dominant_float_dtype  # noqa: E402
-from bench._common import (CACHE_DIR, MB, MiB, RESULTS_DIR, provenance, run_child,  # noqa: E402
-                           sha256_file, write_reports)
+from bench._codecs import LEVEL_NAMES, WZ_PREFIX, dominant_float_dtype  # noqa: E402
+from bench._common import (  # noqa: E402
+    CACHE_DIR,
+    MB,
+    RESULTS_DIR,
+    MiB,
+    display_args,
+    display_path,
+    provenance,
+    run_child,
+    sha256_file,
+    write_reports,
+)
 from bench._datasets import Dataset, all_datasets  # noqa: E402
 from bench._entropy import entropy_bound  # noqa: E402
 from bench._report import render_markdown  # noqa: E402
 
 BASELINES = ["zstd-3", "zstd-19", "zipnn", "zipnn-tensor"]
-LEVELS = ["fast", "default", "max"]
 INCOMPRESSIBLE_LIMIT = 1024  # bytes of growth allowed on 64 MiB of random data
 
 
@@ -43,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="thread count for the multi-threaded measurement (default: all cores)")
     ap.add_argument("--only", action="append", default=None,
                     help="dataset name substring(s), comma separated; repeatable")
-    ap.add_argument("--levels", default=",".join(LEVELS), help="weightzip levels (comma separated)")
+    ap.add_argument("--levels", default=",".join(LEVEL_NAMES), help="weightzip levels (comma separated)")
     ap.add_argument("--methods", default=",".join(BASELINES),
                     help="baseline methods (comma separated; empty for none)")
     ap.add_argument("--reps", type=int, default=3, help="best-of-N repetitions for small files")
@@ -182,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   order-0 byte-plane entropy bound: {ent['per_tensor_pct']:.2f}% per tensor, "
                   f"{ent['per_chunk_pct']:.2f}% per 256 KiB chunk, {ent['global_pct']:.2f}% global",
                   flush=True)
-            ds_info.append({"name": ds.name, "path": str(ds.path), "size": size, "dtype": ds.dtype,
+            ds_info.append({"name": ds.name, "path": display_path(ds.path), "size": size, "dtype": ds.dtype,
                             "source": ds.source, "sha256": orig_sha, "entropy": ent,
                             "reps": 1 if ds.large else args.reps})
             for m in methods:
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    payload = {**provenance(), "args": {k: str(v) for k, v in vars(args).items()},
+    payload = {**provenance(), "args": display_args(args),
                "threads": threads, "methods": methods, "weightzip_skipped": wz_skip,
                "elapsed_s": time.time() - t_start, "datasets": ds_info, "results": results,
                "incompressible": inc}

@@ -9,10 +9,11 @@
 Importing weightzip never imports torch; torch is loaded only when a torch checkpoint or
 framework="torch" is asked for.
 """
+from ._version import __version__ as __version__
 from .api import WzFile, compress, decompress, load, open, pack, save, unpack
 from .errors import ChecksumError, FormatError
 from .inspect import info, verify
 
-__version__ = "0.1.0"
 __all__ = ["pack", "unpack", "save", "load", "open", "compress", "decompress", "info", "verify",
            "WzFile", "FormatError", "ChecksumError"]
+

@@ -6,8 +6,9 @@ import errno
 import io
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -17,6 +18,7 @@ from .atomic import atomic_folder, atomic_path  # noqa: F401  (atomic_path: re-e
 from .container import Reader, Writer, check_threads, slabs_of
 from .dtypes import by_name, from_numpy, from_torch
 from .errors import FormatError
+from .levels import DEFAULT_LEVEL
 
 PathLike = Union[str, os.PathLike]  # runtime alias: no `|` (Python 3.9)
 PROGRESS_MIN = 64 << 20  # show a progress bar from this many bytes on
@@ -33,7 +35,7 @@ def _source_size(src: Path) -> int:
     return src.stat().st_size
 
 
-def pack(src: PathLike, dst: PathLike | None = None, level: str = "default",
+def pack(src: PathLike, dst: PathLike | None = None, level: str = DEFAULT_LEVEL,
          threads: int | None = None, progress: bool | None = None, overwrite: bool = False) -> Path:
     """Compress a .safetensors file, HF model folder, torch checkpoint or .npy/.npz into .wz.
 
@@ -52,7 +54,9 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = "default",
     with _bar(_source_size(src), f"pack {src.name}", progress) as bar, \
             atomic_path(dst, overwrite) as tmp, builtins.open(tmp, "wb") as f:
         w = Writer(f, level, threads, on_bytes=bar.update)
-        files, metadata = [], {}
+        files: list[dict[str, Any]] = []
+        metadata: dict = {}
+        source: dict[str, Any]
         if src.is_dir():
             source = {"kind": "folder"}
             for p in inputs.walk_folder(src):
@@ -138,7 +142,7 @@ def _unpack_target(src: Path, r: Reader, dst: Path | None) -> Path:
         name = r.files[0].get("path")
     stem = src.name[:-3] if src.name.lower().endswith(".wz") else ""
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-        name = stem + ("" if Path(stem).suffix else _OLD_SUFFIX.get(kind, ""))
+        name = stem + ("" if Path(stem).suffix else _OLD_SUFFIX.get(str(kind), ""))
     if dst is not None:
         return dst / name if dst.is_dir() and kind != "folder" and name else dst
     if not name or name == src.name:
@@ -191,7 +195,7 @@ def _tensor(r: Reader, idx: int, framework: str, threads: int | None):
         return torch_io.to_tensor(raw, e.dtype, e.shape)
     if framework != "numpy":
         raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
-    order = "F" if e.extra.get("order") == "F" else "C"
+    order: Literal["C", "F"] = "F" if e.extra.get("order") == "F" else "C"
     return raw.view(by_name(e.dtype).numpy).reshape(e.shape, order=order)
 
 
@@ -235,7 +239,7 @@ class WzFile:
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> "WzFile":
+    def __enter__(self) -> WzFile:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -265,10 +269,10 @@ def _as_bytes(name: str, t: Any) -> tuple[Any, tuple[int, ...], memoryview]:
     dt = from_numpy(a.dtype)
     if dt is None:
         raise ValueError(f"{name}: unsupported dtype {a.dtype}")
-    return dt, a.shape, memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    return dt, a.shape, np.ascontiguousarray(a).reshape(-1).view(np.uint8).data
 
 
-def save(tensors: Mapping[str, Any], path: PathLike, level: str = "default",
+def save(tensors: Mapping[str, Any], path: PathLike, level: str = DEFAULT_LEVEL,
          metadata: Mapping[str, str] | None = None, threads: int | None = None,
          overwrite: bool = False) -> Path:
     """Write tensors to .wz; unpack() of it yields a valid .safetensors file. An existing
@@ -291,7 +295,7 @@ def save(tensors: Mapping[str, Any], path: PathLike, level: str = "default",
     return path
 
 
-def compress(data: Any, level: str = "default", threads: int | None = None) -> bytes:
+def compress(data: Any, level: str = DEFAULT_LEVEL, threads: int | None = None) -> bytes:
     """Compress one array (numpy or torch, any supported dtype) or a bytes-like object."""
     is_bytes = isinstance(data, (bytes, bytearray, memoryview))
     arr = np.frombuffer(data, np.uint8) if is_bytes else data

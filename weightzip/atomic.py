@@ -18,9 +18,9 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 TMP_SUFFIX = ".tmp"
 LEGACY_STALE_S = 3600  # siblings of the previous naming carry no PID: removed after an hour
@@ -66,7 +66,8 @@ def _alive(pid: int) -> bool:
 
 def remove_stale(dst: Path) -> list[Path]:
     """Remove hidden siblings of dst left by killed runs (their PID is gone); returns them."""
-    dst, removed = Path(dst), []
+    dst = Path(dst)
+    removed: list[Path] = []
     pat = _tmp_pattern(dst.name)
     try:
         names = os.listdir(dst.parent if str(dst.parent) else ".")

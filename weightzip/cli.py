@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import api, clitools, inspect
-from .container import LEVELS
+from .levels import DEFAULT_LEVEL, LEVEL_NAMES
 
 
 def _size(n: float) -> str:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                         epilog="The output defaults to SRC.wz beside SRC (inside -o if -o is a folder).")
     pk.add_argument("src")
     pk.add_argument("-o", "--output", help="output .wz file, or an existing folder to write SRC.wz into")
-    pk.add_argument("--level", choices=list(LEVELS), default="default")
+    pk.add_argument("--level", choices=LEVEL_NAMES, default=DEFAULT_LEVEL)
     un = sub.add_parser("unpack", help="restore the original file(s) from a .wz",
                         epilog="The output defaults to the original file or folder name, beside the .wz. "
                         "A packed folder unpacked into an existing folder writes only the files it "

@@ -14,14 +14,16 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from . import _C
 from .dtypes import BY_NAME, DType, by_name
 from .errors import ChecksumError, FormatError
+from .levels import DEFAULT_LEVEL, LEVELS, level_code
 
 MAGIC = b"\x89WZP\r\n\x1a\n"
 FOOTER_MAGIC = b"WZINDEX\x00"
@@ -32,7 +34,6 @@ CHUNK_RECORD = np.dtype([("csize", "<u4"), ("hash", "<u4")])
 INDEX_HEAD = struct.Struct("<III")
 MAX_JSON = 256 << 20
 JSON_EXPANSION = 64  # writers keep json_len <= 64 * coded_len + 4096; readers enforce it
-LEVELS = {"fast": 0, "default": 1, "max": 2}
 CHUNK_BYTES = 1 << 20  # 1 MiB: enough symbols to amortise tables, small enough to parallelise
 MAX_CHUNK_BYTES = 16 << 20  # readers refuse larger chunks: bounds what one record can claim
 SLAB_BYTES = 32 << 20  # unit of streaming I/O: bounds memory whatever the tensor size
@@ -78,10 +79,9 @@ def _threads(threads: int | None) -> int:
 class Writer:
     """Streams entries into a .wz file. Call finish() once; nothing is valid before that."""
 
-    def __init__(self, f: BinaryIO, level: str = "default", threads: int | None = None,
+    def __init__(self, f: BinaryIO, level: str = DEFAULT_LEVEL, threads: int | None = None,
                  chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[int], None] | None = None):
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
+        self.level_code = level_code(level)
         self.f, self.level, self.threads = f, level, _threads(threads)
         self.chunk_bytes = chunk_bytes
         self.on_bytes = on_bytes or (lambda n: None)
@@ -95,7 +95,7 @@ class Writer:
         first, nbytes = self.nchunks, 0
         for slab in slabs:
             payload, tab = _C.encode_chunks(slab, dt.itemsize, dt.transform, self.chunk_bytes,
-                                            LEVELS[self.level], row, self.threads)
+                                            self.level_code, row, self.threads)
             rec = np.empty(len(tab), CHUNK_RECORD)
             rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
             self.f.write(payload)
@@ -131,9 +131,9 @@ class Writer:
             "files": files, "source": source, "metadata": metadata or {},
         }
         js = json.dumps(index, separators=(",", ":")).encode()
-        coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS["default"], 0, 1)
+        coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS[DEFAULT_LEVEL], 0, 1)
         if len(js) > JSON_EXPANSION * coded.size + 4096:  # keep the reader's bomb check valid
-            coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS["default"], 0, 1, 0)
+            coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS[DEFAULT_LEVEL], 0, 1, 0)
         table = np.concatenate(self.tables) if self.tables else np.empty(0, CHUNK_RECORD)
         blob = INDEX_HEAD.pack(len(js), coded.size, int(tab[0, 2])) + coded.tobytes() + table.tobytes()
         self.f.write(blob)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -89,8 +90,9 @@ def verify(path: PathLike, original: PathLike | None = None, threads: int | None
                 raise ChecksumError("tensor names differ from the original")
             for name, t in flat.items():
                 got = _tensor(r, r.tensors[name], "torch", threads)
-                if got.dtype != t.dtype or tuple(got.shape) != tuple(t.shape) or \
-                        not torch.equal(got.reshape(-1).view(torch.uint8), t.contiguous().reshape(-1).view(torch.uint8)):
+                same_kind = got.dtype == t.dtype and tuple(got.shape) == tuple(t.shape)
+                if not same_kind or not torch.equal(got.reshape(-1).view(torch.uint8),
+                                                    t.contiguous().reshape(-1).view(torch.uint8)):
                     raise ChecksumError(f"tensor {name!r} differs from the original")
             return f"OK: {len(flat)} tensors bit-exact with {original}"
         if kind == "npz-arrays":

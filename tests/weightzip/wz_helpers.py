@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 import weightzip
+from weightzip.levels import LEVEL_NAMES
 
 from common import sha256_file, tree_hashes  # noqa: F401
 
-LEVELS = ("fast", "default", "max")
+LEVELS = LEVEL_NAMES  # weightzip.levels: the one list of level names
 
 
 DTYPES = {

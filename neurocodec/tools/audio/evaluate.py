@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from neurocodec.tools.audio import metrics
 from neurocodec.runtime.audio.io import list_audio, read_audio
+from neurocodec.tools.audio import metrics
+from neurocodec.tools.paths import display_path
 
 METRICS = ("si_sdr", "mel", "stoi", "pesq_wb", "level_db")
 
@@ -67,7 +68,8 @@ def evaluate(codec_name: str, data_dir, out_dir=None, kbps: tuple = (1.5, 3.0, 6
             rows.append({"system": "opus", "nominal_kbps": k, "file": p.name, "seconds": sec,
                          "kbps": 8 * nbytes / sec / 1000, "payload_kbps": 8 * payload / sec / 1000,
                          "bytes": nbytes, **score(x, y[None], sr, do_pesq)})
-    res = {"codec": codec.name, "data": str(data_dir), "files": len(files), "rows": rows, "means": summarize(rows)}
+    res = {"codec": codec.name, "data": display_path(data_dir), "files": len(files), "rows": rows,
+           "means": summarize(rows)}
     if out_dir:
         write_outputs(res, Path(out_dir))
     return res

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from neurocodec.runtime.registry import build_model
 from neurocodec.runtime.audio.index_model import IndexPriors
 from neurocodec.runtime.audio.io import list_audio, read_audio
 from neurocodec.runtime.audio.models import AudioModelConfig
 from neurocodec.runtime.audio.stream import encode_all, model_fns
+from neurocodec.runtime.registry import build_model
+from neurocodec.tools.paths import display_path, display_paths
 
 FP16_MIN_NUMEL = 4096  # smaller tensors (Snake alphas, biases, weight-norm gains) stay float32
 
@@ -34,7 +35,7 @@ def fit_priors(model, folders: list[str], max_seconds: float = 1200.0, n_ctx: in
         c, _ = encode_all([x], enc, cfg.hop_length)  # [C, n_q, F]
         codes += list(c)
     priors = IndexPriors.fit(codes, cfg.n_codebooks, cfg.codebook_size, n_ctx=n_ctx)
-    return priors, {"seconds": {str(k): round(v, 1) for k, v in seconds.items()}, "n_ctx": n_ctx}
+    return priors, {"seconds": {display_path(k): round(v, 1) for k, v in seconds.items()}, "n_ctx": n_ctx}
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, name: str, codec_id: int, prior_data: list[str],
@@ -68,7 +69,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, name: str, codec_id: int
         "model": {"arch": arch, **cfg.to_dict()}, "weights": "weights.wz", "default": bool(default),
         "default_kbps": float(default_kbps), "priors": prior_info,
         "training": {"step": state["step"], "minutes": round(state["elapsed"] / 60, 1),
-                     "config": state["config"]["train"]},
+                     "config": display_paths(state["config"]["train"])},
     }
     meta.update(extra or {})
     (out / "codec.json").write_text(json.dumps(meta, indent=1) + "\n")

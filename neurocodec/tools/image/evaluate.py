@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from neurocodec.tools.image.anchors import (
     pillow_encode,
 )
 from neurocodec.tools.image.metrics import ms_ssim, psnr
+from neurocodec.tools.paths import display_command, display_path
 from neurocodec.tools.rd import bd_psnr, bd_rate, load_anchor_curves, plot_rd, safe_bd
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
@@ -137,7 +137,7 @@ def run_metadata() -> dict[str, Any]:
 
     return {
         "git_sha": _git_sha(),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": display_command([sys.executable, *sys.argv]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads()},
@@ -179,7 +179,8 @@ def evaluate(codec: str, data_dir: str | Path, out_dir: str | Path, qualities: l
     list of formats, or False.  ``anchors_json``: published curves ("auto" looks for
     ../shared/anchors/kodak_rd.json; None skips them).  ``keep_bitstreams``: if a dict,
     receives ``{(quality, image name): bitstream}`` of the codec.  Returns the content of
-    results.json (with nan where the file has null) plus ``files`` (paths written).
+    results.json (with nan where the file has null; paths as ``neurocodec.tools.paths.display_path``
+    records them) plus ``files`` (the paths written, as given).
     """
     from tqdm import tqdm
 
@@ -241,9 +242,9 @@ def evaluate(codec: str, data_dir: str | Path, out_dir: str | Path, qualities: l
                   published=published,
                   anchors={f"{f.upper()} (Pillow {pil_ver}, same run)": c for f, c in same_run.items()})
     result: dict[str, Any] = {
-        "codec": codec, "data_dir": str(data_dir), "images": [n for n, _ in images],
+        "codec": codec, "data_dir": display_path(data_dir), "images": [n for n, _ in images],
         "anchor_qualities": {f: ANCHOR_QUALITIES[f] for f in fmts}, "anchors_skipped": skipped,
-        "anchors_json": None if json_path is None else str(json_path),
+        "anchors_json": None if json_path is None else display_path(json_path),
         "curves": curves, **bd, "meta": meta,
         "notes": "BD-rate: % rate change of this codec vs the reference curve at equal PSNR-RGB "
                  "(negative = fewer bits); null = no overlap / too few points.",

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurocodec.runtime.registry import build_model
 from neurocodec.runtime.image.int_hyper import F_GAIN, IntHyperSynthesis, gain_int, quantize_hs
 from neurocodec.runtime.image.models import ImageModelConfig
+from neurocodec.runtime.registry import build_model
+from neurocodec.tools.paths import display_paths
 
 FP16_MIN_NUMEL = 4096  # smaller tensors (GDN, biases, gains, quantiles) stay float32
 
@@ -56,7 +57,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, name: str, codec_id: int
         "default_quality": cfg.qualities // 2 if default_quality is None else default_quality,
         "default": bool(default), "int_hs_kinds": IntHyperSynthesis.kinds_of(model.h_s),
         "f_gain": F_GAIN, "training": {"step": state["step"], "minutes": round(state["elapsed"] / 60, 1),
-                                       "config": state["config"]["train"]},
+                                       "config": display_paths(state["config"]["train"])},
     }
     meta.update(extra or {})
     (out / "codec.json").write_text(json.dumps(meta, indent=1) + "\n")
