@@ -14,13 +14,12 @@ Errors: everything decode() raises for a file it cannot decode is a NcFormatErro
 ValueError); bad inputs to encode() are ValueErrors; existing outputs are never replaced
 without overwrite=True (FileExistsError).
 """
-from weightzip import __version__
-
 from neurocodec.api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
 from neurocodec.runtime.audio.checks import DecodeTooLargeError
 from neurocodec.runtime.bitstream import NcFormatError
 from neurocodec.runtime.codec import Codec, MissingDependency
 from neurocodec.runtime.registry import CodecNotFound, UnknownCodecId
+from weightzip import __version__
 
 __all__ = ["Codec", "CodecNotFound", "DecodeTooLargeError", "MissingDependency", "NcFormatError", "UnknownCodecId",
            "__version__", "decode", "decode_file", "encode", "encode_file", "info", "list_codecs", "load_codec"]

@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from weightzip.core import check_writable, write_atomic
-
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
 from neurocodec.runtime.codec import Codec, given
 from neurocodec.runtime.registry import (
@@ -26,6 +24,7 @@ from neurocodec.runtime.registry import (
     load_codec,
     meta_by_id,
 )
+from weightzip.core import check_writable, write_atomic
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -147,9 +147,8 @@ def add_kind_options(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from weightzip.clitools import EPILOG, nonneg_int, positive_float, positive_int
-
     from neurocodec.runtime.registry import kind_classes, model_names
+    from weightzip.clitools import EPILOG, nonneg_int, positive_float, positive_int
 
     kinds = kind_classes()
     inputs = "; ".join(f"{c.kind}: {c.input_hint}" for c in kinds)
@@ -184,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Defaults not shown here come from the kind's training config (neurocodec.tools).")
     t.add_argument("--codec", required=True, help=f"model architecture: {', '.join(model_names())}")
     t.add_argument("--data", required=True, nargs="+",
-                   help="training folder(s) (images: one, never Kodak; audio: one or more, e.g. speech/train music/train)")
+                   help="training folder(s) (images: one, never Kodak; audio: one or more, "
+                   "e.g. speech/train music/train)")
     t.add_argument("--out", help="run folder: checkpoint.pt, train.log (default: runs/CODEC)")
     t.add_argument("--steps", type=positive_int)
     t.add_argument("--time-budget", dest="time_budget_min", type=positive_float,

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
-from collections import OrderedDict
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 import pytest
-
-import weightzip
-
 
 REPO = Path(__file__).resolve().parents[1]
 

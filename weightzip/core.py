@@ -9,6 +9,7 @@ Everything here wraps the C++ core (weightzip._C) or is plain Python; nothing im
 * Varints: :func:`write_varint` / :func:`read_varint` (unsigned LEB128, bounded).
 * Atomic files: :func:`atomic_path`, :func:`write_atomic`, :func:`check_writable` (write to a
   temporary sibling, then rename; an existing file is replaced only when asked).
+* Levels: :data:`LEVELS` (name -> the C++ core's code), :data:`DEFAULT_LEVEL`.
 * Errors: :class:`FormatError` (corrupt or truncated data, a ``ValueError``),
   :class:`ChecksumError`.
 
@@ -39,8 +40,10 @@ import numpy.typing as npt
 from . import _C
 from .atomic import atomic_path, check_writable, write_atomic
 from .errors import ChecksumError, FormatError
+from .levels import DEFAULT_LEVEL, LEVEL_NAMES, LEVELS
 
-__all__ = ["PRECISION", "ChecksumError", "FormatError", "VarintError", "atomic_path", "check_writable",
+__all__ = ["DEFAULT_LEVEL", "LEVELS", "LEVEL_NAMES", "PRECISION",
+           "ChecksumError", "FormatError", "VarintError", "atomic_path", "check_writable",
            "checksum32", "decode_indexed", "encode_indexed", "read_varint", "write_atomic", "write_varint",
            "xxh64"]
 

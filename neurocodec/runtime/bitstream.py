@@ -20,6 +20,7 @@ header checksum, then the stream lengths against the file size, then the payload
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 from weightzip.core import VarintError, checksum32, write_varint
@@ -67,6 +68,8 @@ class NcFile:
             raise ValueError("codec id must be in 1..65535 and quality in 0..255")
         if len(self.shape) > MAX_DIMS or not 0 < len(self.streams) <= MAX_STREAMS:
             raise ValueError("too many dimensions or streams")
+        if not all(isinstance(v, numbers.Integral) and 0 <= v <= MAX_VALUE for v in self.shape):  # from_bytes reads it
+            raise ValueError(f"shape values must be whole numbers in 0..2**40, got {tuple(self.shape)}")
         head = bytearray(MAGIC)
         head += bytes([VERSION]) + self.codec_id.to_bytes(2, "little") + bytes([self.quality, 0])
         head += write_varint(len(self.shape)) + b"".join(write_varint(int(v)) for v in self.shape)

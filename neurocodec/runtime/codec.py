@@ -160,6 +160,7 @@ class Codec(ABC):
     @classmethod
     def check_output(cls, out: Path, nc: NcFile) -> None:
         """Before any decoding work: ValueError if out cannot hold what nc decodes to."""
+        return None  # any path will do, unless a kind says otherwise
 
     # -- coding (loaded codecs) ------------------------------------------------------
     @abstractmethod

@@ -100,7 +100,7 @@ def run(name: str, engine: str, cmd: list[str], env: dict, work: Path, seeds: Pa
     corpus, artifacts, tmp = work / "corpus" / name, work / "artifacts" / name, work / "tmp" / name
     for d in (corpus, artifacts, tmp):
         d.mkdir(parents=True, exist_ok=True)
-    res = Result(name, engine, command=" ".join([*cmd, "-max_len=%d" % max_len, str(corpus), str(seeds)]))
+    res = Result(name, engine, command=" ".join([*cmd, f"-max_len={max_len}", str(corpus), str(seeds)]))
     t0, seen = time.monotonic(), set()
     while res.runs < MAX_RESTARTS:
         left = seconds - (time.monotonic() - t0)

@@ -60,7 +60,8 @@ def wz_seeds(out: Path) -> None:
         (d / "folder" / "config.json").write_text('{"hidden": 6}')
         (d / "folder" / "sub" / "x.npy").write_bytes((d / "a.npy").read_bytes())
         for src in ("m.safetensors", "a.npy", "f.npy", "s.npz", "c.npz", "raw.bin", "folder"):
-            (out / f"pack_{src.replace('.', '_')}.wz").write_bytes(weightzip.pack(d / src, d / f"{src}.wz").read_bytes())
+            packed = weightzip.pack(d / src, d / f"{src}.wz")
+            (out / f"pack_{src.replace('.', '_')}.wz").write_bytes(packed.read_bytes())
         try:
             import torch
             torch.save({"w": torch.randn(4, 3), "meta": {"step": 3, "names": ["a", "b"]},
@@ -158,8 +159,9 @@ def repro(out: Path) -> None:
     members = ptmut._members(buf.getvalue())
     pkl = next(m for m in members if m[0].endswith("/data.pkl"))
     (out / "pt_duplicate_span_names.pt").write_bytes(ptmut._zip([pkl, pkl, *members]))
-    import weightzip
     import wzfmt
+
+    import weightzip
     w = wzfmt.parse(weightzip.compress(np.float32([1.5])))
     w.index["entries"][0]["shape"] = [1] * 33  # numpy arrays have at most 32 dims
     (out / "wz_tensor_of_33_dims.wz").write_bytes(wzfmt.build(w))

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from weightzip.core import write_varint as varint
 from weightzip import _C
+from weightzip.core import write_varint as varint
 
 MAGIC = b"\x89NC"
 ByteMutator = Callable[[bytes, int], bytes]

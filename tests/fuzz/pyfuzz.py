@@ -86,7 +86,8 @@ def signature(e: BaseException) -> str:
         return f"Finding: {e.what}" + (f" ({signature(e.__cause__)})" if e.__cause__ else "")
     tb = traceback.extract_tb(e.__traceback__)
     own = [f for f in tb if any(f"/{p}/" in f.filename for p in OWN_PACKAGES)] or tb[-1:]
-    where = f"{own[-1].filename.rsplit('/', 2)[-2]}/{os.path.basename(own[-1].filename)}:{own[-1].lineno}" if own else "?"
+    last = own[-1] if own else None
+    where = f"{last.filename.rsplit('/', 2)[-2]}/{os.path.basename(last.filename)}:{last.lineno}" if last else "?"
     return f"{type(e).__module__}.{type(e).__qualname__} at {where}"
 
 

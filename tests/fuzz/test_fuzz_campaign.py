@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 
-import pytest
-
 import campaign
+import pytest
 
 pytestmark = pytest.mark.slow
 

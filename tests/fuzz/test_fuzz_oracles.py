@@ -8,17 +8,16 @@ import io
 import random
 from pathlib import Path
 
-import pytest
-
-import weightzip
-from weightzip.container import Reader
-
 import fuzz_wz
 import ncmut
 import ptmut
 import pyfuzz
+import pytest
 import wzfmt
 import wzmut
+
+import weightzip
+from weightzip.container import Reader
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 REPRO = Path(__file__).resolve().parent / "repro"
@@ -120,6 +119,7 @@ def test_wz_tensor_of_33_dims_is_a_format_error():  # regression: numpy's bare V
 @pytest.mark.parametrize("target", ["nc-image", "nc-audio"])
 def test_nc_seeds_pass_the_oracle(target, one_torch_thread):
     import fuzz_nc
+
     from neurocodec.runtime.registry import CodecNotFound
     for p in seeds(target):
         oracle(fuzz_nc.one_input, p.read_bytes(), extra=(CodecNotFound,))

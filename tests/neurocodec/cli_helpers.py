@@ -13,11 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
-from tiny_codec import TINY_LMBDAS
 from PIL import Image
+from tiny_codec import TINY_LMBDAS
 
 from neurocodec.cli import main
-
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_QUALITIES = len(TINY_LMBDAS)  # 3 -> default quality 1

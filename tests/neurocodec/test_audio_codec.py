@@ -17,13 +17,13 @@ pytest.importorskip("soxr")
 from tiny_codec import TINY_AUDIO_ID, tone
 
 import neurocodec
-from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
+from neurocodec.cli import main
 from neurocodec.runtime.audio.index_model import stage_mask, stages_per_frame
+from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.params import parse_params
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
-from weightzip.core import write_varint as _varint
-from neurocodec.cli import main
 from neurocodec.runtime.registry import load_codec
+from weightzip.core import write_varint as _varint
 
 REPO = Path(__file__).resolve().parents[2]
 

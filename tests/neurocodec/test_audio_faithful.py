@@ -19,14 +19,14 @@ pytest.importorskip("soxr")
 from tiny_codec import tone
 
 import neurocodec
+from neurocodec.cli import main
 from neurocodec.runtime.audio import io as aio
 from neurocodec.runtime.audio.checks import AudioFormatError, AudioInputError
 from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.params import MUTE, REVISION, parse_params
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
-from weightzip.core import write_varint as _varint
-from neurocodec.cli import main
 from neurocodec.runtime.registry import load_codec
+from weightzip.core import write_varint as _varint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[2]

@@ -26,14 +26,14 @@ from tiny_codec import tone
 import neurocodec
 from neurocodec.runtime.audio import decoder
 from neurocodec.runtime.audio.checks import MAX_SECONDS, AudioFormatError, DecodeTooLargeError
-from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.index_model import IndexPriors, stage_mask
+from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.params import AudioParams, parse_params
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
-from weightzip.core import write_varint as _varint
-from weightzip.core import FormatError, encode_indexed
 from neurocodec.runtime.registry import load_codec
 from neurocodec.runtime.torch_threads import one_intra_op_thread
+from weightzip.core import FormatError, encode_indexed
+from weightzip.core import write_varint as _varint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[2]

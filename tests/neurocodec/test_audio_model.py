@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from neurocodec.tools.audio import losses
 from neurocodec.runtime.audio.models import AudioCodecModel, AudioModelConfig
 from neurocodec.runtime.audio.rvq import ResidualVectorQuantizer
 from neurocodec.runtime.registry import build_model, model_names
+from neurocodec.tools.audio import losses
 
 TINY = {"channels": 4, "strides": (2, 2), "latent_dim": 8, "n_codebooks": 4, "codebook_size": 16,
         "codebook_dim": 4}

@@ -2,14 +2,13 @@
 (fast, no shipped weights needed) and on the shipped codecs where they exist."""
 from __future__ import annotations
 
-import warnings
-
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np

@@ -18,12 +18,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
-from tiny_codec import TINY_ID
-from PIL import Image, features
-
-from common import REPO
 from cli_helpers import TINY_QUALITIES, assert_error, cli, sha256, smooth_image
-
+from common import REPO
+from PIL import Image, features
+from tiny_codec import TINY_ID
 
 # ---- encode / decode / info round trips ---------------------------------------------------
 
@@ -91,7 +89,8 @@ def test_quality_is_written_to_the_header(tiny, tmp_path, capsys):
         assert rc == 0 and json.loads(out)["quality"] == q
         sizes.append(nc.stat().st_size)
     # Same input and quality -> the same bytes.
-    assert cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "--quality", 0, "-o", tmp_path / "again.nc")[0] == 0
+    again = tmp_path / "again.nc"
+    assert cli(capsys, "encode", tmp_path / "a.png", "--codec", tiny, "--quality", 0, "-o", again)[0] == 0
     assert (tmp_path / "again.nc").read_bytes() == (tmp_path / "q0.nc").read_bytes()
 
 

@@ -16,13 +16,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
-from tiny_codec import TINY_ID
-from PIL import Image
-
-from neurocodec.runtime.bitstream import NcFile
-from neurocodec.cli import main
 from cli_helpers import TINY_QUALITIES, assert_error, assert_one_line_error, cli, run_module, sha256, smooth_image
+from PIL import Image
+from tiny_codec import TINY_ID
 
+from neurocodec.cli import main
+from neurocodec.runtime.bitstream import NcFile
 
 # ---- errors ----------------------------------------------------------------------------------
 
@@ -85,7 +84,8 @@ def test_other_formats_are_not_nc(tiny, tmp_path, capsys):
     (tmp_path / "t.txt").write_text("text\n")
     (tmp_path / "empty.nc").write_bytes(b"")
     for name in ("img.png", "t.txt", "empty.nc"):
-        assert_error(cli(capsys, "decode", tmp_path / name, "--codec", tiny, "-o", tmp_path / "o.png"), "not a .nc file")
+        r = cli(capsys, "decode", tmp_path / name, "--codec", tiny, "-o", tmp_path / "o.png")
+        assert_error(r, "not a .nc file")
         assert_error(cli(capsys, "info", tmp_path / name), "not a .nc file")
     assert not (tmp_path / "o.png").exists()
 

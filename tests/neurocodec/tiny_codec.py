@@ -11,8 +11,8 @@ def make_tiny_codec(root: Path, qualities: int = len(TINY_LMBDAS)) -> Path:
     """Export a random N=16/M=24 hyperprior to root/tiny as codec "tiny-test" (id 900)."""
     import torch
 
-    from neurocodec.tools.image.export import export
     from neurocodec.runtime.image.models import ImageCodecModel, ImageModelConfig
+    from neurocodec.tools.image.export import export
 
     torch.manual_seed(0)
     cfg = ImageModelConfig(arch="hyperprior", N=16, M=24, lmbdas=TINY_LMBDAS[:qualities])
@@ -45,8 +45,8 @@ def make_tiny_audio_codec(root: Path) -> Path:
     import soundfile as sf
     import torch
 
-    from neurocodec.tools.audio.export import export
     from neurocodec.runtime.audio.models import AudioCodecModel, AudioModelConfig
+    from neurocodec.tools.audio.export import export
 
     torch.manual_seed(0)
     cfg = AudioModelConfig(**TINY_AUDIO_MODEL)

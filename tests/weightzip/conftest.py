@@ -1,9 +1,6 @@
 """Fixtures of the weightzip tests."""
 from __future__ import annotations
 
-import json
-import struct
-
 import numpy as np
 import pytest
 

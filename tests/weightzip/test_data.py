@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import pytest
+from common import SHARED_DATA, sha256_file, tree_hashes
 
 import weightzip
-from common import SHARED_DATA, sha256_file, tree_hashes
 
 WEIGHTS = SHARED_DATA / "weights"
 SERIES = WEIGHTS / "lora_roberta-base_agnews_series"

@@ -9,11 +9,10 @@ import struct
 
 import numpy as np
 import pytest
-
-import weightzip
 from common import raw, run_python, sha256_bytes, sha256_file, tree_hashes
 from wz_helpers import LEVELS, handmade_safetensors, roundtrip, torch_tensors
 
+import weightzip
 
 # ------------------------------------------------------------------ safetensors
 

@@ -9,11 +9,10 @@ from collections import OrderedDict
 import ml_dtypes
 import numpy as np
 import pytest
-
-import weightzip
 from common import sha256_file
 from wz_helpers import roundtrip, torch_tensors
 
+import weightzip
 
 # ------------------------------------------------------------------ torch checkpoints
 

@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 import pytest
+from common import decode_in_child
+from decode_worker import decode, digest
+from wz_helpers import LEVELS, build_wz, read_index
 
 import weightzip
-from decode_worker import decode, digest
-from common import decode_in_child
-from wz_helpers import LEVELS, build_wz, read_index
 
 SCALE = float(os.environ.get("WZ_FUZZ_SCALE", 1))
 INTERESTING = [0, 1, 0x7F, 0x80, 0xFF]

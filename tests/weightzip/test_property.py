@@ -6,12 +6,12 @@ import io
 import os
 
 import numpy as np
+from common import raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wz_helpers import DTYPES, LEVELS
 
 import weightzip
-from common import raw
-from wz_helpers import DTYPES, LEVELS
 from weightzip.container import Reader, Writer, slabs_of
 from weightzip.dtypes import by_name
 

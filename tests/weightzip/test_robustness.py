@@ -14,11 +14,11 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from common import assert_safe_outcomes, decode_in_child
+from decode_worker import digest
+from wz_helpers import LEVELS, build_wz, rebuild_wz, wz_regions, xxh64
 
 import weightzip
-from decode_worker import digest
-from common import assert_safe_outcomes, decode_in_child
-from wz_helpers import LEVELS, build_wz, rebuild_wz, wz_regions, xxh64
 
 
 def frame(level: str) -> tuple[bytes, np.ndarray]:
@@ -309,6 +309,7 @@ def test_failed_folder_unpack_leaves_nothing(tmp_path):
 
 def test_failed_pack_leaves_nothing_and_keeps_old_output(tmp_path, monkeypatch):
     import torch
+
     import weightzip.container
     src = tmp_path / "c.pt"
     torch.save(OrderedDict(a=torch.randn(300, 300), z=torch.zeros(3)), src)

@@ -7,10 +7,10 @@ import hashlib
 import ml_dtypes
 import numpy as np
 import pytest
-
-import weightzip
 from common import assert_same_array, raw, run_python, sha256_bytes
 from wz_helpers import DTYPES, FLOAT_DTYPES, LEVELS, random_bits
+
+import weightzip
 
 UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 

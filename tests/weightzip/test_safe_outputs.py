@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import weightzip
 from common import REPO, sha256_file, tmpfs, tree_hashes
 from wz_helpers import handmade_safetensors
+
+import weightzip
 from weightzip.atomic import atomic_folder, atomic_path, check_writable, remove_stale
 
 TMP_GLOB = ".*.tmp"

@@ -1,90 +1,25 @@
 """torch checkpoints packed byte-exact without unpickling (weightzip/torch_zip.py): every
 storage is a tensor entry coded by its dtype and named by the first tensor using it, the
 rest of the file is bytes, and unpack restores the file sha256-identical. Checkpoints are
-generated in tmp_path; the ResNet-56 test uses ../shared/data when present."""
+generated in tmp_path; the ResNet-56 test uses ../shared/data when present. Hostile and
+broken checkpoints, and older .wz files: test_torch_pt_hostile.py."""
 from __future__ import annotations
 
-import io
 import os
 import warnings
 import zipfile
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
+from common import sha256_file
+from wz_helpers import roundtrip
 
 import weightzip
-from common import SHARED_DATA, run_python, sha256_file
-from wz_helpers import roundtrip
-from weightzip import inputs, pickle_scan, torch_zip, zipscan
-from weightzip.dtypes import BY_NAME
+from weightzip import zipscan
 
 torch = pytest.importorskip("torch")
-RESNET = SHARED_DATA / "weights" / "resnet56_cifar100" / "ResNet56_CIF100.pt"
-
-
-# ------------------------------------------------------------------ helpers
-
-def pack_quietly(src: Path, dst: Path, **kw) -> Path:
-    """pack() with every warning turned into an error: the .pt path must not spill any."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return weightzip.pack(src, dst, **kw)
-
-
-def entries(wz: Path) -> list[dict]:
-    return weightzip.info(wz)["entries"]
-
-
-def tensors_of(wz: Path) -> dict[str, dict]:
-    return {e["name"]: e for e in entries(wz) if e["kind"] == "tensor"}
-
-
-def rewrite_archive(src: Path, dst: Path, edit=lambda name, data: data) -> None:
-    """Re-emit a torch zip with torch's own writer (64-byte alignment, data descriptors),
-    passing each record through edit(name, bytes) first: a genuine torch file whose
-    contents we chose, made without a GPU and without unpickling anything."""
-    with zipfile.ZipFile(src) as z:
-        records = [(i.filename.split("/", 1)[1], z.read(i)) for i in z.infolist()]
-    w = torch._C.PyTorchFileWriter(str(dst))
-    for name, data in records:
-        if name not in ("version", ".data/serialization_id"):  # the writer adds these itself
-            data = edit(name, data)
-            w.write_record(name, data, len(data))
-    w.write_end_of_file()
-    del w
-
-
-def to_cuda_tags(name: str, data: bytes) -> bytes:
-    if name != "data.pkl":
-        return data
-    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # BINUNICODE 'cpu'
-    assert cpu in data
-    return data.replace(cpu, cuda)
-
-
-def optimizer_checkpoint(path: Path, cuda: bool = False) -> dict:
-    """{'model', 'optimizer' (Adam state after 3 steps), 'epoch'} of a small MLP."""
-    g = torch.Generator().manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-    with torch.no_grad():
-        for p in mlp.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
-    for _ in range(3):
-        opt.zero_grad()
-        mlp(torch.randn(16, 32, generator=g)).square().mean().backward()
-        opt.step()
-    obj = {"model": mlp.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}
-    if cuda:
-        plain = path.with_name("cpu_" + path.name)
-        torch.save(obj, plain)
-        rewrite_archive(plain, path, to_cuda_tags)
-    else:
-        torch.save(obj, path)
-    return obj
-
+from torch_pt_helpers import RESNET, optimizer_checkpoint, pack_quietly, rewrite_archive, tensors_of
 
 # ------------------------------------------------------------------ regressions
 
@@ -305,144 +240,3 @@ def test_zip64_checkpoint_written_by_torch(tmp_path):
     assert weightzip.verify(wz, src).startswith("OK")  # sha256 of the restored stream
     with weightzip.open(wz) as wf:  # decodes only this tensor
         np.testing.assert_array_equal(wf.get_tensor("after"), np.arange(100, dtype=np.float32))
-
-
-# ------------------------------------------------------------------ hostile or broken input
-
-def test_pickle_reader_executes_nothing(tmp_path):
-    marker = tmp_path / "pwned"
-    evil = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
-    root, end = pickle_scan.scan(evil)
-    assert isinstance(root, pickle_scan.Call) and (root.func.module, root.func.name) == ("os", "system")
-    assert end == len(evil) and not marker.exists()
-    src = tmp_path / "evil.pt"  # a torch-shaped archive whose pickle would run a command
-    with zipfile.ZipFile(src, "w") as z:
-        z.writestr("evil/data.pkl", evil)
-        z.writestr("evil/data/0", bytes(64))
-    wz, out = roundtrip(src, tmp_path)
-    assert sha256_file(out) == sha256_file(src) and not marker.exists()
-
-
-@pytest.mark.parametrize("case", ["truncated", "bad pickle", "bad directory", "not a checkpoint zip",
-                                  "legacy truncated", "empty"])
-def test_broken_checkpoints_are_stored_raw_without_warnings(tmp_path, case):
-    good = tmp_path / "good.pt"
-    torch.save({"w": torch.randn(32, 32)}, good)
-    blob = good.read_bytes()
-    if case == "truncated":
-        blob = blob[: len(blob) // 2]
-    elif case == "bad pickle":
-        i = blob.index(b"\x80\x02", blob.index(b"data.pkl"))
-        blob = blob[:i + 2] + b"\xff" + blob[i + 3:]
-    elif case == "bad directory":
-        i = blob.rindex(b"PK\x01\x02")
-        blob = blob[:i + 42] + b"\xff\xff\xff\x7f" + blob[i + 46:]  # local header offset
-    elif case == "not a checkpoint zip":
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            z.writestr("a/b.txt", "x")
-        blob = buf.getvalue()
-    elif case == "legacy truncated":
-        legacy = tmp_path / "l.pt"
-        torch.save({"w": torch.randn(32, 32)}, legacy, _use_new_zipfile_serialization=False)
-        blob = legacy.read_bytes()[:-100]
-    else:
-        blob = b""
-    src = tmp_path / "broken.pt"
-    src.write_bytes(blob)
-    wz = pack_quietly(src, tmp_path / "broken.wz")
-    out = weightzip.unpack(wz, tmp_path / "back.pt")
-    assert out.read_bytes() == blob
-    assert weightzip.verify(wz, src).startswith("OK")
-
-
-def test_mutated_checkpoints_never_break_the_splitter(tmp_path):
-    """Random byte flips anywhere: the layout is None or in-bounds, sorted, non-overlapping."""
-    src = tmp_path / "m.pt"
-    optimizer_checkpoint(src)
-    blob = src.read_bytes()
-    rng = np.random.default_rng(0)
-    for trial in range(300):
-        b = bytearray(blob)
-        for pos in rng.integers(0, len(b), rng.integers(1, 8)):
-            b[pos] = rng.integers(0, 256)
-        if trial % 3 == 0:  # aim at the pickle and the directory, where parsing happens
-            lo = blob.rindex(b"PK\x01\x02") if trial % 2 else 64
-            b[min(lo + int(rng.integers(0, 200)), len(b) - 1)] ^= 1 << int(rng.integers(0, 8))
-        found = inputs.torch_layout(io.BytesIO(bytes(b)), len(b))
-        if found is None:
-            continue
-        pos = 0
-        for start, end, name, dtype, shape in found[1]:
-            assert pos <= start <= end <= len(b) and isinstance(name, str)
-            assert end - start == BY_NAME[dtype].itemsize * int(np.prod(shape))
-            pos = end
-
-
-def test_mutated_pickles_raise_format_error_only():
-    data = io.BytesIO()
-    torch.save({"w": torch.ones(2), "s": {"x": [1, 2.5, "t", None, True]}}, data)
-    with zipfile.ZipFile(data) as z:
-        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
-    rng = np.random.default_rng(1)
-    for _ in range(2000):
-        b = bytearray(pkl)
-        for pos in rng.integers(0, len(b), rng.integers(1, 4)):
-            b[pos] = rng.integers(0, 256)
-        try:
-            root, _ = pickle_scan.scan(bytes(b))
-            torch_zip.storage_refs(root)
-        except weightzip.FormatError:
-            pass
-
-
-def test_deep_and_self_referencing_pickles_are_bounded():
-    deep = b"\x80\x02" + b"]" * 200_000 + b"a" * 199_999 + b"."  # 200k nested lists
-    root, _ = pickle_scan.scan(deep)
-    assert torch_zip.storage_refs(root) == {}
-    loop = b"\x80\x02]q\x00h\x00a."  # a list that contains itself
-    root, _ = pickle_scan.scan(loop)
-    assert root[0] is root and torch_zip.storage_refs(root) == {}
-
-
-# ------------------------------------------------------------------ compatibility
-
-def test_old_torch_wz_files_still_unpack(tmp_path):
-    """.wz files of the previous (tensor-exact, JSON tree) torch path keep working."""
-    from weightzip.container import Writer
-    from weightzip.dtypes import BY_NAME
-    w_arr = np.arange(6, dtype=np.float32).reshape(2, 3)
-    wz = tmp_path / "old.pt.wz"
-    with open(wz, "wb") as f:
-        w = Writer(f)
-        i = w.add_tensor("sd.w", BY_NAME["F32"], (2, 3), iter([memoryview(w_arr.reshape(-1).view(np.uint8))]))
-        tree = {"__dict__": [["sd", {"__dict__": [["w", {"__tensor__": i}]], "ordered": True}],
-                             ["epoch", {"__value__": 3}]], "ordered": False}
-        w.finish([], {"kind": "torch", "tree": tree})
-    out = weightzip.unpack(wz, tmp_path / "old.pt")
-    back = torch.load(out, weights_only=True)
-    assert isinstance(back["sd"], OrderedDict) and back["epoch"] == 3
-    assert torch.equal(back["sd"]["w"], torch.from_numpy(w_arr))
-    other = tmp_path / "other.pt"  # different bytes, same tensors: old files compare tensors
-    torch.save({"sd": OrderedDict(w=torch.from_numpy(w_arr).clone()), "epoch": 3}, other)
-    assert "bit-exact" in weightzip.verify(wz, other)
-
-
-def test_pt_path_never_imports_torch(tmp_path):
-    src = tmp_path / "c.pt"
-    torch.save({"w": torch.randn(10, 10)}, src)
-    r = run_python(f"""
-        import sys, weightzip
-        wz = weightzip.pack({str(src)!r}, {str(tmp_path / 'c.wz')!r})
-        weightzip.unpack(wz, {str(tmp_path / 'back.pt')!r})
-        print(weightzip.info(wz)["source"], weightzip.verify(wz, {str(src)!r}))
-        assert "torch" not in sys.modules, "torch was imported"
-    """)
-    assert r.returncode == 0, r.stderr.decode()
-    assert r.stdout.decode().startswith("torch-zip OK") and r.stderr == b""
-    assert (tmp_path / "back.pt").read_bytes() == src.read_bytes()
-
-
-def test_legacy_magic_bytes():
-    assert torch_zip.is_legacy(b"\x80\x02" + torch_zip.LEGACY_HEAD + b"\x80")
-    assert not torch_zip.is_legacy(b"\x80\x02" + bytes(14))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from common import assert_cli_error, run_cli, sha256_file
 
 import weightzip
-from common import assert_cli_error, run_cli, sha256_file
 
 
 @pytest.fixture

@@ -3,25 +3,16 @@ regions of a file and build files with a hand-made index, so robustness tests ai
 precisely; plus dtype tables and round-trip helpers."""
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import struct
-import subprocess
-import sys
-import textwrap
 from collections import OrderedDict
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
-import pytest
+from common import sha256_file, tree_hashes  # noqa: F401
 
 import weightzip
 from weightzip.levels import LEVEL_NAMES
-
-from common import sha256_file, tree_hashes  # noqa: F401
 
 LEVELS = LEVEL_NAMES  # weightzip.levels: the one list of level names
 

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from weightzip.clitools import positive_float
-
 from neurocodec.runtime.audio.checks import AudioFormatError
 from neurocodec.runtime.audio.io import AUDIO_SUFFIXES, check_output_path
 from neurocodec.runtime.bitstream import NcFile
 from neurocodec.runtime.codec import Codec, Option
+from weightzip.clitools import positive_float
 
 
 def float_list(s: str) -> list[float]:

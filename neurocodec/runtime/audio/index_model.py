@@ -28,7 +28,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-
 from weightzip.core import PRECISION, FormatError, decode_indexed, encode_indexed, read_varint, write_varint
 
 TOTAL = 1 << PRECISION

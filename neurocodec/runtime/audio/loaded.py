@@ -41,11 +41,6 @@ import numpy as np
 import torch
 
 import weightzip
-
-from neurocodec.runtime.audio.codec import AudioCodec
-from neurocodec.runtime.bitstream import NcFile
-from neurocodec.runtime.registry import build_model
-from neurocodec.runtime.torch_threads import one_intra_op_thread
 from neurocodec.runtime.audio.checks import (
     MAX_CHANNELS,
     MAX_SECONDS,
@@ -56,6 +51,7 @@ from neurocodec.runtime.audio.checks import (
     check_signal,
     signal_problem,
 )
+from neurocodec.runtime.audio.codec import AudioCodec
 from neurocodec.runtime.audio.decoder import (
     DECODE_CHUNK,
     DECODE_WORKERS,
@@ -68,11 +64,21 @@ from neurocodec.runtime.audio.decoder import (
     synthesize,
 )
 from neurocodec.runtime.audio.index_model import IndexPriors, stage_mask
-from neurocodec.runtime.audio.io import DEFAULT_SUBTYPE, SUBTYPE_CODES, PowerMeter, StreamResampler, check_finite, subtype_of_array
+from neurocodec.runtime.audio.io import (
+    DEFAULT_SUBTYPE,
+    SUBTYPE_CODES,
+    PowerMeter,
+    StreamResampler,
+    check_finite,
+    subtype_of_array,
+)
 from neurocodec.runtime.audio.models import AudioModelConfig
 from neurocodec.runtime.audio.params import AudioParams, gain_code, parse_params
 from neurocodec.runtime.audio.ratecontrol import fit_stages
 from neurocodec.runtime.audio.stream import CHUNK_FRAMES, encode_stream
+from neurocodec.runtime.bitstream import NcFile
+from neurocodec.runtime.registry import build_model
+from neurocodec.runtime.torch_threads import one_intra_op_thread
 
 __all__ = ["DECODE_CHUNK", "DECODE_WORKERS", "MAX_ARRAY_BYTES", "MAX_CHANNELS", "MAX_SECONDS", "AudioHeader",
            "DecodeTooLargeError", "LoadedAudioCodec"]

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from neurocodec.runtime.registry import register_model
 from neurocodec.runtime.audio.rvq import ResidualVectorQuantizer
+from neurocodec.runtime.registry import register_model
 
 
 @dataclass

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weightzip.core import write_varint
-
-from neurocodec.runtime.bitstream import NcFormatError, read_varint
 from neurocodec.runtime.audio.checks import AudioFormatError
 from neurocodec.runtime.audio.io import DEFAULT_SUBTYPE, SUBTYPE_CODES, SUBTYPES
+from neurocodec.runtime.bitstream import NcFormatError, read_varint
+from weightzip.core import write_varint
 
 REVISION = 1
 GAIN_STEP_DB = 0.25  # a quantisation error of at most 0.125 dB

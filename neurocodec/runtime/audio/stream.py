@@ -55,7 +55,7 @@ def iter_chunks(reader, chunk_frames: int = CHUNK_FRAMES, overlap_frames: int = 
                 hop: int = 320) -> Iterator[Window]:
     """Windows of frames [c*N - O, (c+1)*N + O) of the signal reader gives (see the module
     docstring); the generator's return value is the number of samples read."""
-    N, O = int(chunk_frames), int(overlap_frames)
+    N, O = int(chunk_frames), int(overlap_frames)  # noqa: E741  (the docstring's N and O)
     if N < 1 or O < 0 or hop < 1:
         raise ValueError("need chunk_frames >= 1, overlap_frames >= 0, hop >= 1")
     blocks = _blocks(reader, N * hop)
@@ -135,7 +135,7 @@ def decode_stream(codes: Iterable[np.ndarray], decode_fn: Callable, hop: int, n_
     2 * overlap_frames * hop and chunk_frames * hop) is the cross-fade at chunk boundaries.
     workers > 1 decodes that many chunks at once in threads (decode_fn must be thread-safe);
     the output does not depend on it."""
-    N, O = int(chunk_frames), int(overlap_frames)
+    N, O = int(chunk_frames), int(overlap_frames)  # noqa: E741  (the docstring's N and O)
     F = -(-int(n_samples) // hop)
     fade = min(hop, 2 * O * hop) if fade is None else int(fade)
     h = fade // 2

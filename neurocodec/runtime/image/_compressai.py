@@ -23,7 +23,9 @@ def _placeholder():
         return
     spec = importlib.util.find_spec("compressai")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("neurocodec's image codecs need CompressAI: pip install compressai")
+        # a ModuleNotFoundError naming it: Codec.from_dir turns it into "install the codecs extra"
+        raise ModuleNotFoundError("neurocodec's image codecs need CompressAI: pip install 'neurocodec[codecs]'",
+                                  name="compressai")
     stub = types.ModuleType("compressai")
     stub.__path__ = list(spec.submodule_search_locations)
     stub.__spec__ = spec

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from weightzip.clitools import nonneg_int, positive_int
 
 from neurocodec.runtime.bitstream import NcFile
 from neurocodec.runtime.codec import Codec, Option
 from neurocodec.runtime.image.io import IMAGE_SUFFIXES, check_image_output, read_image, write_image
 from neurocodec.runtime.image.limits import ImageNcError, check_quality, check_refine_steps
+from weightzip.clitools import nonneg_int, positive_int
 
 
 def float_list(s: str) -> list[float]:

@@ -8,7 +8,7 @@ limits (bitstream.py: shape values <= 2^40, quality < 256) are implied by these.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 from neurocodec.runtime.bitstream import NcFormatError
 

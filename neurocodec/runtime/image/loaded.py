@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 
 import weightzip
-from weightzip.core import FormatError, decode_indexed, encode_indexed
-
 from neurocodec.runtime.bitstream import NcFile
 from neurocodec.runtime.image.codec import ImageCodec
 from neurocodec.runtime.image.int_hyper import F_GAIN, Z_CLAMP, IntHyperSynthesis, dequantize_hs, gaussian_params
@@ -28,6 +26,7 @@ from neurocodec.runtime.image.limits import ImageNcError, header_problem
 from neurocodec.runtime.image.models import ImageCodecModel, ImageModelConfig
 from neurocodec.runtime.registry import build_model
 from neurocodec.runtime.torch_threads import one_intra_op_thread
+from weightzip.core import FormatError, decode_indexed, encode_indexed
 
 Y_CLAMP = 1 << 15
 

@@ -36,7 +36,8 @@ def _logmel(x: np.ndarray) -> np.ndarray:
 
 def mel_distance(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
     """Mean absolute difference of log10 mel spectrograms (80 bands, 1024/256 at 24 kHz)."""
-    r, e = resample(np.asarray(ref, np.float32)[None], sr, MEL_SR)[0], resample(np.asarray(est, np.float32)[None], sr, MEL_SR)[0]
+    r = resample(np.asarray(ref, np.float32)[None], sr, MEL_SR)[0]
+    e = resample(np.asarray(est, np.float32)[None], sr, MEL_SR)[0]
     return float(np.mean(np.abs(_logmel(r) - _logmel(e))))
 
 
