@@ -66,6 +66,16 @@ class Option:
         return self.flag or "--" + self.name.replace("_", "-")
 
 
+def float_list(s: str) -> list[float]:
+    """A CLI option's comma-separated floats."""
+    return [float(v) for v in s.split(",") if v.strip()]
+
+
+def int_list(s: str) -> list[int]:
+    """A CLI option's comma-separated whole numbers."""
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
 def given(opts: dict[str, Any]) -> dict[str, Any]:
     """The options actually given (None means: the default)."""
     return {k: v for k, v in opts.items() if v is not None}

@@ -13,12 +13,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
+from common import REPO
 from PIL import Image
 from tiny_codec import TINY_LMBDAS
 
 from neurocodec.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_QUALITIES = len(TINY_LMBDAS)  # 3 -> default quality 1
 
 

@@ -22,11 +22,7 @@ from neurocodec.cli import main
 from neurocodec.runtime.bitstream import NcFile
 from neurocodec.runtime.image import io as nio
 
-
-@pytest.fixture(scope="module")
-def tiny(tiny_image_codec) -> str:
-    torch.set_num_threads(1)
-    return tiny_image_codec
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- EXIF orientation ----------------------------------------------------------------------------

@@ -22,11 +22,7 @@ from neurocodec.runtime.bitstream import NcFile, NcFormatError
 from neurocodec.runtime.image import io as nio
 from neurocodec.runtime.registry import load_codec
 
-
-@pytest.fixture(scope="module")
-def tiny(tiny_image_codec) -> str:
-    torch.set_num_threads(1)
-    return tiny_image_codec
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- lossless writers by suffix --------------------------------------------------------------------
@@ -100,7 +96,7 @@ def test_write_image_overwrite(tmp_path):
 
 
 def test_cli_refuses_a_lossy_output_before_decoding(tiny, tmp_path, capsys, monkeypatch):
-    from neurocodec.runtime.image.codec import ImageCodec
+    from neurocodec.runtime.image.loaded import LoadedImageCodec
 
     nc = tmp_path / "a.nc"
     nc.write_bytes(api.encode(noise(), codec=tiny, quality=0))
@@ -108,7 +104,7 @@ def test_cli_refuses_a_lossy_output_before_decoding(tiny, tmp_path, capsys, monk
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded before checking the output name")
 
-    monkeypatch.setattr(ImageCodec, "decode_nc", no_decoding)
+    monkeypatch.setattr(LoadedImageCodec, "decode_nc", no_decoding)  # the class that holds the model
     for name in ("a.jpg", "a.wav"):
         rc = main(["decode", str(nc), "--codec", tiny, "-o", str(tmp_path / name)])
         err = capsys.readouterr().err

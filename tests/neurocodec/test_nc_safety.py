@@ -17,13 +17,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 sf = pytest.importorskip("soundfile")
+from common import REPO  # noqa: E402
 from PIL import Image  # noqa: E402
 from tiny_codec import tone  # noqa: E402
 
 import neurocodec  # noqa: E402
 from neurocodec.cli import main  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import importlib.metadata
 import inspect
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from common import REPO
 
 import weightzip
 from weightzip import _C
@@ -19,7 +19,6 @@ from weightzip.container import METHODS
 from weightzip.dtypes import by_name
 from weightzip.levels import DEFAULT_LEVEL, LEVEL_NAMES, LEVELS, level_code
 
-REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "weightzip"
 CORE_DEPENDENCIES = {"numpy", "ml_dtypes", "tqdm"}
 LAZY_OPTIONAL = {"torch"}  # imported inside functions, only for torch checkpoints / framework="torch"

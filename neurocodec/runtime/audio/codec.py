@@ -10,12 +10,8 @@ from typing import Any
 from neurocodec.runtime.audio.checks import AudioFormatError
 from neurocodec.runtime.audio.io import AUDIO_SUFFIXES, check_output_path
 from neurocodec.runtime.bitstream import NcFile
-from neurocodec.runtime.codec import Codec, Option
+from neurocodec.runtime.codec import Codec, Option, float_list
 from weightzip.clitools import positive_float
-
-
-def float_list(s: str) -> list[float]:
-    return [float(v) for v in s.split(",") if v.strip()]
 
 
 class AudioCodec(Codec):

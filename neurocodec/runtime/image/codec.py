@@ -9,18 +9,10 @@ from typing import Any
 import numpy as np
 
 from neurocodec.runtime.bitstream import NcFile
-from neurocodec.runtime.codec import Codec, Option
+from neurocodec.runtime.codec import Codec, Option, float_list, int_list
 from neurocodec.runtime.image.io import IMAGE_SUFFIXES, check_image_output, read_image, write_image
 from neurocodec.runtime.image.limits import ImageNcError, check_quality, check_refine_steps
 from weightzip.clitools import nonneg_int, positive_int
-
-
-def float_list(s: str) -> list[float]:
-    return [float(v) for v in s.split(",") if v.strip()]
-
-
-def int_list(s: str) -> list[int]:
-    return [int(v) for v in s.split(",") if v.strip()]
 
 
 class ImageCodec(Codec):

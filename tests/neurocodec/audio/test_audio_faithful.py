@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("soxr")
+from common import REPO
 from tiny_codec import tone
 
 import neurocodec
@@ -29,19 +29,8 @@ from neurocodec.runtime.registry import load_codec
 from weightzip.core import write_varint as _varint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[2]
 AUDIO_DATA = REPO.parent / "shared" / "data" / "audio"
 RELEASE1 = REPO / "tests" / "golden" / "audio_rvq_release1.nc"  # written by the first audio release
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_audio_codec) -> str:
-    return tiny_audio_codec
-
-
-@pytest.fixture(scope="module")
-def codec(tiny) -> AudioCodec:
-    return load_codec(tiny)
 
 
 def level_db(x: np.ndarray) -> np.ndarray:

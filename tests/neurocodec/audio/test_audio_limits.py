@@ -36,17 +36,6 @@ from weightzip.core import FormatError, encode_indexed
 from weightzip.core import write_varint as _varint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_audio_codec) -> str:
-    return tiny_audio_codec
-
-
-@pytest.fixture(scope="module")
-def codec(tiny) -> AudioCodec:
-    return load_codec(tiny)
 
 
 def day_file(codec: AudioCodec, channels: int, sr: int, seconds: int = MAX_SECONDS) -> bytes:

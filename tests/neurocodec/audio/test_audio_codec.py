@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,28 +13,15 @@ import pytest
 torch = pytest.importorskip("torch")
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("soxr")
+from common import REPO
 from tiny_codec import TINY_AUDIO_ID, tone
 
 import neurocodec
 from neurocodec.cli import main
 from neurocodec.runtime.audio.index_model import stage_mask, stages_per_frame
-from neurocodec.runtime.audio.loaded import LoadedAudioCodec as AudioCodec
 from neurocodec.runtime.audio.params import parse_params
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
-from neurocodec.runtime.registry import load_codec
 from weightzip.core import write_varint as _varint
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_audio_codec) -> str:
-    return tiny_audio_codec
-
-
-@pytest.fixture(scope="module")
-def codec(tiny) -> AudioCodec:
-    return load_codec(tiny)
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
