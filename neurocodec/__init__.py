@@ -15,9 +15,8 @@ ValueError); bad inputs to encode() are ValueErrors; existing outputs are never 
 without overwrite=True (FileExistsError).
 """
 from neurocodec.api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
-from neurocodec.runtime.audio.checks import DecodeTooLargeError
 from neurocodec.runtime.bitstream import NcFormatError
-from neurocodec.runtime.codec import Codec, MissingDependency
+from neurocodec.runtime.codec import Codec, DecodeTooLargeError, MissingDependency
 from neurocodec.runtime.registry import CodecNotFound, UnknownCodecId
 from weightzip import __version__
 

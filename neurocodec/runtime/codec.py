@@ -34,6 +34,13 @@ META_VERSION = 1
 CODEC_MODULES = ("torch", "compressai", "torchvision", "PIL", "soundfile", "soxr")
 
 
+class DecodeTooLargeError(ValueError):
+    """A valid file whose decoded signal is too large to return as one array (audio: more
+    than 2 GiB of float32 samples): neurocodec.decode() refuses it before decoding;
+    neurocodec.decode_file() / `neurocodec decode` stream it to disk. Not an NcFormatError:
+    nothing is wrong with the file."""
+
+
 class MissingDependency(ImportError):
     """A codec (or tool) needs a package of an extra that is not installed."""
 

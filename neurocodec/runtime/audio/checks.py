@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 
 from neurocodec.runtime.bitstream import NcFormatError
+from neurocodec.runtime.codec import DecodeTooLargeError  # noqa: F401  (re-exported: audio raises it)
 
 MIN_RATE, MAX_RATE = 1000, 768000  # Hz: what soxr resamples well to and from 24 kHz
 MAX_CHANNELS = 16
@@ -23,13 +24,6 @@ class AudioInputError(ValueError):
 
 class AudioFormatError(NcFormatError):
     """A .nc file the audio codec cannot decode (corrupt parameters, streams or indices)."""
-
-
-class DecodeTooLargeError(ValueError):
-    """A valid file whose decoded audio is too large to return as one array (more than
-    decoder.MAX_ARRAY_BYTES of float32 samples): neurocodec.decode() refuses it before
-    decoding; neurocodec.decode_file() / `neurocodec decode` stream it to disk. Not an
-    NcFormatError: nothing is wrong with the file."""
 
 
 def signal_problem(sr: int, n_samples: int, channels: int) -> str | None:

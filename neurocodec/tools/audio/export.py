@@ -14,6 +14,7 @@ from neurocodec.runtime.audio.index_model import IndexPriors
 from neurocodec.runtime.audio.io import list_audio, read_audio
 from neurocodec.runtime.audio.models import AudioModelConfig
 from neurocodec.runtime.audio.stream import encode_all, model_fns
+from neurocodec.runtime.codec import META_VERSION
 from neurocodec.runtime.registry import build_model
 from neurocodec.tools.paths import display_path, display_paths
 
@@ -65,7 +66,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, name: str, codec_id: int
     out.mkdir(parents=True, exist_ok=True)
     weightzip.save(tensors, out / "weights.wz", metadata={"codec": name})
     meta = {
-        "name": name, "id": int(codec_id), "kind": "audio", "format_version": 1, "arch": arch,
+        "name": name, "id": int(codec_id), "kind": "audio", "format_version": META_VERSION, "arch": arch,
         "model": {"arch": arch, **cfg.to_dict()}, "weights": "weights.wz", "default": bool(default),
         "default_kbps": float(default_kbps), "priors": prior_info,
         "training": {"step": state["step"], "minutes": round(state["elapsed"] / 60, 1),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neurocodec.runtime.codec import META_VERSION
 from neurocodec.runtime.image.int_hyper import F_GAIN, IntHyperSynthesis, gain_int, quantize_hs
 from neurocodec.runtime.image.models import ImageModelConfig
 from neurocodec.runtime.registry import build_model
@@ -52,7 +53,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, name: str, codec_id: int
     out.mkdir(parents=True, exist_ok=True)
     weightzip.save(tensors, out / "weights.wz", metadata={"codec": name})
     meta = {
-        "name": name, "id": int(codec_id), "kind": "image", "format_version": 1,
+        "name": name, "id": int(codec_id), "kind": "image", "format_version": META_VERSION,
         "arch": cfg.arch, "model": cfg.to_dict(), "weights": "weights.wz",
         "default_quality": cfg.qualities // 2 if default_quality is None else default_quality,
         "default": bool(default), "int_hs_kinds": IntHyperSynthesis.kinds_of(model.h_s),
