@@ -98,6 +98,7 @@ class Codec(ABC):
     input_suffixes: ClassVar[tuple[str, ...]] = ()  # files encode_file() reads
     output_suffix: ClassVar[str] = ""  # default suffix of decoded files
     input_hint: ClassVar[str] = ""  # what encode takes, for error messages
+    format_error: ClassVar[type[NcFormatError]] = NcFormatError  # the kind's error for files it cannot decode
     options: ClassVar[dict[str, tuple[Option, ...]]] = {}  # per command: "encode", "train", "export", "eval"
 
     name: str
@@ -201,8 +202,6 @@ class Codec(ABC):
         if nc.codec_id != self.id:
             raise self.format_error(f"file was written by codec id {nc.codec_id}, not {self.name!r} ({self.id})")
         return self.decode_nc(nc, progress=progress)
-
-    format_error: ClassVar[type[NcFormatError]] = NcFormatError  # the kind's decode error class
 
 
 def read_meta(path: Path) -> dict:
