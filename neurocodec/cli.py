@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ TRAIN_COMMON = ("out", "steps", "time_budget_min", "batch", "lr", "device", "thr
 def cmd_train(a: argparse.Namespace) -> int:
     from neurocodec import tools
     from neurocodec.runtime.registry import kind_of_arch
+    from neurocodec.tools.trainer import limit_steps
 
     if a.init:  # a bad --init fails now, in one line, not after the data is loaded
         from neurocodec.tools.checkpoints import load_checkpoint
@@ -96,8 +98,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     cls = kind_of_arch(a.codec)
     opts = cls.check_options(kind_options(a, "train"), "train")
     common = {k: getattr(a, k) for k in TRAIN_COMMON if getattr(a, k) is not None}
-    path = tools.for_kind(cls).train(a.codec, a.data, resume=not a.restart, **common, **opts)
-    print(f"checkpoint: {path}")
+    with limit_steps(a.max_steps):
+        path = tools.for_kind(cls).train(a.codec, a.data, resume=not a.restart, **common, **opts)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from the one writer
+        print(f"checkpoint: {path}")
     return 0
 
 
@@ -189,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=positive_int)
     t.add_argument("--time-budget", dest="time_budget_min", type=positive_float,
                    help="minutes; stop and checkpoint after it")
+    t.add_argument("--max-steps", type=positive_int,
+                   help="stop and checkpoint after this many more steps (smoke runs, tests)")
     t.add_argument("--batch", type=positive_int)
     t.add_argument("--lr", type=positive_float)
     t.add_argument("--device", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")

@@ -16,17 +16,22 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def start_run(out: str | Path, threads: int, device: str, resume: bool, init: str) -> tuple:
+def start_run(out: str | Path, threads: int, device: str, resume: bool, init: str, primary: bool = True) -> tuple:
     """Create the run folder and its train.log, set the thread count, pick the device and
     load the state to continue from: (device, checkpoint path, resumed state or None,
-    initial weights' state or None). Resuming wins over init."""
+    initial weights' state or None). Resuming wins over init. Not primary (a multi-process
+    run's other ranks): the thread count and the device only; the log goes to stderr,
+    warnings only, and nothing is read or written."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=out / "train.log", level=logging.INFO,
-                        format="%(asctime)s %(message)s", force=True)
     if threads:
         torch.set_num_threads(threads)
     ckpt_path, state, init_state = out / "checkpoint.pt", None, None
+    if not primary:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
+        return pick_device(device), ckpt_path, None, None
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=out / "train.log", level=logging.INFO,
+                        format="%(asctime)s %(message)s", force=True)
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
     elif init:

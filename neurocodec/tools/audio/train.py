@@ -23,6 +23,7 @@ from neurocodec.tools.audio.losses import (
     neg_si_sdr,
     waveform_l1,
 )
+from neurocodec.tools.parallel import average_across_ranks, broadcast_from_rank0
 from neurocodec.tools.trainer import Run, TrainTask, fit, open_run, split_options
 
 log = logging.getLogger("neurocodec.train")
@@ -183,10 +184,16 @@ class AudioTask(TrainTask):
         return losses(self.model, self.fns, x, self.cfg)
 
     def after_step(self, step: int) -> dict:
-        """Every restart_every steps: codes used too little restart on recent encoder outputs."""
+        """Every restart_every steps: codes used too little restart on recent encoder outputs.
+        Several processes: the usage EMAs are averaged first (the EMA being linear, that is the
+        EMA of the mean usage), and the restarted codes (each process draws them from its own
+        batch) are rank 0's everywhere."""
         if step % self.cfg.restart_every == 0:
-            n = self.model.quantizer.restart_dead_codes(self.cfg.restart_threshold)
-            _, frac_h = self.model.quantizer.usage_entropy()  # [n_codebooks]
+            rvq = self.model.quantizer
+            average_across_ranks([rvq.usage, rvq.usage_steps])
+            n = rvq.restart_dead_codes(self.cfg.restart_threshold)
+            broadcast_from_rank0([*rvq.parameters(), *rvq.buffers()])
+            _, frac_h = rvq.usage_entropy()  # [n_codebooks]
             log.info("step %d restarted %s usage-entropy %s", step, n, np.round(frac_h.cpu().numpy(), 3).tolist())
         return {}
 
