@@ -34,7 +34,11 @@ class ImageCodec(Codec):
                   Option("crop", positive_int, "image: training crop size (default 256)"),
                   Option("N", positive_int, "image: hyper-latent channels", flag="--N"),
                   Option("M", positive_int, "image: latent channels", flag="--M"),
-                  Option("fixed_quality", int, "image: train this quality index only")),
+                  Option("fixed_quality", int, "image: train this quality index only"),
+                  Option("val_data", str, "image: validation images (default: a share of --data)"),
+                  Option("precision", str, "image: auto (bf16 where the device has it), bf16 or fp32"),
+                  Option("channels_last", str, "image: true/false (default true)", flag="--channels-last"),
+                  Option("compile", str, "image: true/false: torch.compile the training step (default false)")),
         "export": (Option("default_quality", nonneg_int, "image: the quality encode uses by default"),),
         "eval": (Option("qualities", int_list, "image: comma-separated subset of the qualities"),
                  Option("anchors_json", str, "image: published curves (default: "
