@@ -1,22 +1,29 @@
-"""Release step for the image codecs: training checkpoints -> codecs/<name>/.
+"""Release step for the image codecs: training checkpoints -> codecs/<name>/, winners only.
 
-    python bench/ship_image_codecs.py --runs ../runs            # export + Kodak bench + cards
-    python bench/ship_image_codecs.py --runs ../runs --no-bench  # reuse bench/results/image/
+    python bench/ship_image_codecs.py --run hyperprior=../runs/hp --run shallow=../runs/sh \
+        --val ../packs/images/val --command-of hyperprior="neurocodec train ..."
+    python bench/ship_image_codecs.py --no-bench ...   # reuse bench/results/image/
 
-1. export each run's checkpoint.pt (neurocodec export: fp16 weights packed by weightzip,
-   frozen CDF tables, integer hyper-synthesis);
-2. run bench/image.py on Kodak (all images and qualities, Pillow anchors, decode timing,
-   cross-process determinism);
-3. copy each codec's results.json / rd.png / per_image.csv next to its weights and write
+1. validate each run's checkpoint.pt against the shipped codec's own weights on held-out
+   images (--val: never Kodak): the rate-distortion loss per quality and the BD-rate of the
+   model's curves; a run that does not improve both is not shipped;
+2. export each winner (neurocodec export: fp16 weights packed by weightzip, frozen CDF
+   tables, integer hyper-synthesis), its codec.json keeping every earlier training run
+   (training.runs: data, steps, wall time, machine, command, validation);
+3. run bench/image.py on Kodak for the shipped codecs (all images and qualities, Pillow
+   anchors, decode timing, cross-process determinism);
+4. copy each codec's results.json / rd.png / per_image.csv next to its weights and write
    its MODEL_CARD.md from the measured numbers and the training record.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +38,17 @@ CODECS = {  # name: (id, default?, one-line description)
 
 def fmt_bd(v) -> str:
     return "n/a (no overlap)" if v is None else f"{v:+.1f} %"
+
+
+def runs_table(tr: dict) -> str:
+    rows = []
+    for i, r in enumerate(tr.get("runs") or [], 1):
+        v = r.get("validation") or {}
+        val = (f"{v['rd_mean_before']:.4f} → {v['rd_mean_after']:.4f} (BD-rate {v.get('bd_rate_pct')} %)"
+               if v.get("rd_mean_before") is not None else "-")
+        rows.append(f"| {i} | `{r.get('data')}` | {r.get('steps')} | {r.get('minutes')} | {r.get('machine')} | "
+                    f"{r.get('precision')} | {val} | `{r.get('command')}` |")
+    return "\n".join(rows)
 
 
 def model_card(name: str, meta: dict, res: dict, bench: dict, weights_bytes: int) -> str:
@@ -54,9 +72,6 @@ def model_card(name: str, meta: dict, res: dict, bench: dict, weights_bytes: int
     det = b.get("determinism") or {}
     det_s = (f"{det['n_bit_exact']}/{det['n']} Kodak files (qualities {det['qualities']}) decoded to identical "
              f"pixels in fresh processes at torch threads {det['threads']}") if det else "not measured"
-    cmd = (f"neurocodec train --codec {meta['arch']} --data ../shared/data/images/train --out runs/{name} "
-           f"--steps {tc['steps']} --time-budget {tc['time_budget_min']:g} --batch {tc['batch']} "
-           f"--crop {tc['crop']} --lr {tc['lr']:g} --threads {tc['threads']}")
     return f"""# {name} (codec id {meta['id']})
 
 {CODECS[name][2]}. One variable-rate model: {len(codec.cfg.lmbdas)} qualities through per-quality
@@ -92,20 +107,20 @@ Determinism: {det_s}. Details: `bench/results/image.md`.
 
 ## Training
 
-- data: `../shared/data/images/train/` (Wikimedia 2× downscaled, CBSD68, Urban100 2× downscaled):
-  169 training images, 8 held out for validation (every 22nd file). Never Kodak.
-- random {tc['crop']}×{tc['crop']} crops, horizontal and vertical flips, batch {tc['batch']}, Adam lr {tc['lr']:g}
-  (÷4 for the last {100 - 100 * tc['lr_drop_at']:.0f} %), aux loss (bottleneck quantiles) with its own Adam
-  lr {tc['aux_lr']:g}, gradient clipping {tc['clip']}.
+- data: random {tc['crop']}×{tc['crop']} crops with flips from the `data` folders below (never Kodak);
+  batch {tc['batch']}, Adam lr {tc['lr']:g} (÷4 for the last {100 - 100 * tc['lr_drop_at']:.0f} % of a run), aux loss
+  (bottleneck quantiles) with its own Adam, gradient clipping {tc['clip']}.
 - loss: λ·255²·MSE + bpp, λ drawn per image from {codec.cfg.lmbdas}.
-- {tr['step']} steps in {tr['minutes']:.0f} min wall time on CPU: 1 thread of a 2-core AMD EPYC VM
-  (the other core trained the sibling codec), torch 2.15 CPU execution.
-- command: `{cmd}`
-  then `neurocodec export runs/{name}/checkpoint.pt --out codecs/{name} --name {name} --id {meta['id']}{' --default' if meta.get('default') else ''}`
+- {tr['step']} steps in {tr['minutes']:.0f} min of training in all, over these runs (each resumed from
+  the previous one's weights; validation: mean RD loss over the qualities on held-out images, before → after):
+
+| run | data | steps | min | machine | precision | validation | command |
+|---:|---|---:|---:|---|---|---|---|
+{runs_table(tr)}
 
 ## Limitations
 
-- Trained for {tr['minutes']:.0f} CPU minutes, where published models train for days on a GPU: it is far from
+- Trained for {tr['minutes']:.0f} minutes on CPU, where published models train for days on a GPU: it is far from
   converged, and its rate-distortion shows it (see the BD-rates). The recipe is the same with
   `--device cuda` and more steps.
 - RGB only: an alpha channel is dropped; grayscale is coded as RGB and decoded to one channel.
@@ -115,25 +130,107 @@ Determinism: {det_s}. Details: `bench/results/image.md`.
 """
 
 
+def validate(checkpoint: Path, name: str, val: Path, crop: int = 256, max_crops: int = 64) -> dict:
+    """The run's model against the shipped codec's, on held-out crops (bench/gpu/kit.py's
+    measures: eval mode, fp32): per-quality bpp/PSNR/RD loss and the BD-rate of the curves."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "bench" / "gpu"))
+    from kit import compare_image, image_model_val, image_val_crops
+
+    import neurocodec.runtime.image.models  # noqa: F401  (registers the architectures)
+    from neurocodec.runtime.image.io import list_images
+    from neurocodec.runtime.registry import build_model
+    from neurocodec.tools.checkpoints import load_checkpoint
+    from neurocodec.tools.from_codec import checkpoint_from_codec
+
+    crops = image_val_crops(list_images(val), crop, max_crops)
+    results = {}
+    for label, state in (("before", checkpoint_from_codec(name)), ("after", load_checkpoint(checkpoint))):
+        model = build_model(state["config"]["model"]["arch"], state["config"]["model"])
+        model.load_state_dict(state["model"], strict=False)  # the shipped one has frozen CDF tables
+        results[label] = {"model": image_model_val(model, crops, torch.device("cpu"))}
+    return {"val": str(val), "crops": len(crops), "crop": crop, **results,
+            **compare_image(results["before"], results["after"])}
+
+
+def run_record(state: dict, command: str, validation: dict | None) -> dict:
+    """One training run as model cards list it."""
+    from neurocodec.tools.paths import display_path
+
+    tc = state["config"]["train"]
+    return {"data": display_path(tc["data"]) if tc.get("data") else None, "steps": state["step"],
+            "minutes": round(state["elapsed"] / 60, 1), "machine": MACHINE, "command": command,
+            "init": tc.get("init") and Path(tc["init"]).name, "precision": tc.get("precision", "fp32"),
+            "validation": validation and {k: validation["model"].get(k) for k in
+                                          ("rd_mean_before", "rd_mean_after", "bd_rate_pct")}}
+
+
+def earlier_runs(meta: dict) -> list[dict]:
+    """The training runs a shipped codec.json records (its one training block, before runs)."""
+    tr = meta.get("training", {})
+    if tr.get("runs"):
+        return list(tr["runs"])
+    tc = tr.get("config", {})
+    return [{"data": tc.get("data"), "steps": tr.get("step"), "minutes": tr.get("minutes"),
+             "machine": "1 thread of a 2-core AMD EPYC VM (CPU)", "precision": "fp32", "init": None,
+             "command": (f"neurocodec train --codec {meta.get('arch')} --data {tc.get('data')} "
+                         f"--time-budget {tc.get('time_budget_min', 0):g} --batch {tc.get('batch')} "
+                         f"--crop {tc.get('crop')} --lr {tc.get('lr', 0):g} --threads {tc.get('threads')}")}]
+
+
+MACHINE = "1 thread of a 2-core AMD EPYC VM (CPU, AVX512-BF16)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=REPO.parent / "runs")
+    ap.add_argument("--run", action="append", default=[], metavar="NAME=RUN_FOLDER",
+                    help="a codec and the run folder holding its checkpoint.pt")
+    ap.add_argument("--val", type=Path, required=True, help="held-out images (e.g. ../packs/images/val)")
+    ap.add_argument("--command-of", action="append", default=[], metavar="NAME=COMMAND",
+                    help="the command that trained it, for the model card")
+    ap.add_argument("--force", action="store_true", help="ship even if validation does not improve")
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--limit", type=int)
     a = ap.parse_args()
-    py = sys.executable
-    for name, (cid, default, _) in CODECS.items():
-        cmd = [py, "-m", "neurocodec", "export", str(a.runs / name / "checkpoint.pt"), "--out",
-               str(REPO / "codecs" / name), "--name", name, "--id", str(cid)] + (["--default"] if default else [])
-        subprocess.run(cmd, check=True)
+    import torch
+
+    from neurocodec.tools.image.export import export
+    from neurocodec.tools.paths import display_paths
+
+    commands = dict(c.split("=", 1) for c in a.command_of)
+    shipped = []
+    for spec in a.run:
+        name, folder = spec.split("=", 1)
+        cid, default, _ = CODECS[name]
+        ckpt = Path(folder) / "checkpoint.pt"
+        v = validate(ckpt, name, a.val)
+        print(f"{name}: validation {json.dumps({k: v['model'][k] for k in ('rd_mean_before', 'rd_mean_after')})} "
+              f"BD-rate {v['model'].get('bd_rate_pct')} % -> {'improved' if v['improved'] else 'NOT improved'}")
+        if not (v["improved"] or a.force):
+            continue
+        dst = REPO / "codecs" / name
+        old = json.loads((dst / "codec.json").read_text())
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        runs = earlier_runs(old) + [run_record(state, commands.get(name, ""), v)]
+        total = {"step": sum(r["steps"] or 0 for r in runs), "minutes": round(sum(r["minutes"] or 0 for r in runs), 1)}
+        training = {**total, "config": display_paths(state["config"]["train"]), "runs": runs}
+        with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:  # export refuses to overwrite
+            export(ckpt, Path(tmp) / name, name, cid, default=default, extra={"training": training})
+            for f in ("weights.wz", "codec.json"):
+                os.replace(Path(tmp) / name / f, dst / f)
+        shipped.append(name)
+    if not shipped:
+        print("nothing to ship")
+        return 0
     if not a.no_bench:
-        cmd = [py, str(REPO / "bench" / "image.py"), "--codecs", ",".join(CODECS), "--determinism",
+        cmd = [sys.executable, str(REPO / "bench" / "image.py"), "--codecs", ",".join(CODECS), "--determinism",
                "--probe-quality", "all" if a.limit else "mid"]
         if a.limit:
             cmd += ["--limit", str(a.limit)]
         subprocess.run(cmd, check=True)
     bench = json.loads((REPO / "bench" / "results" / "image.json").read_text())
-    for name in CODECS:
+    for name in shipped:
         src = REPO / "bench" / "results" / "image" / name
         dst = REPO / "codecs" / name
         for f in ("results.json", "rd.png", "per_image.csv"):
