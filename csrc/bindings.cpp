@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 
+#include "arm.hpp"
 #include "chunks.hpp"
 #include "rans_indexed.hpp"
 #include "xxhash64.hpp"
@@ -139,6 +140,130 @@ py::array_t<int32_t> indexed_decode(py::buffer payload, const I32Array& indexes,
   return out;
 }
 
+
+// ---- ARM latent coder (fixed-point autoregressive model, see arm.hpp) ----
+
+// The net from context int32[n_ctx, 2] (dy, dx), weights [int32[out, in], ...] and biases
+// [int32[out], ...] (copied: nets are tiny).
+arm::ArmNet arm_net(const I32Array& context, const py::sequence& weights,
+                    const py::sequence& biases) {
+  if (context.ndim() != 2 || context.shape(1) != 2)
+    throw std::invalid_argument("context must be (n_ctx, 2): one (dy, dx) row per input");
+  arm::ArmNet net;
+  const int32_t* c = context.data();
+  for (py::ssize_t j = 0; j < context.shape(0); ++j)
+    net.context.push_back({c[2 * j], c[2 * j + 1]});
+  if (py::len(weights) != py::len(biases))
+    throw std::invalid_argument("weights and biases need one array per layer");
+  for (size_t l = 0; l < py::len(weights); ++l) {
+    const auto w = py::cast<I32Array>(weights[l]);
+    const auto b = py::cast<I32Array>(biases[l]);
+    if (w.ndim() != 2 || b.ndim() != 1)
+      throw std::invalid_argument("layer " + std::to_string(l) +
+                                  ": weights must be 2-D (out, in), biases 1-D (out)");
+    if (w.shape(0) != b.shape(0))
+      throw std::invalid_argument("layer " + std::to_string(l) + ": weights have " +
+                                  std::to_string(w.shape(0)) + " rows for " +
+                                  std::to_string(b.shape(0)) + " biases");
+    net.weights.emplace_back(w.data(), w.data() + w.size());
+    net.biases.emplace_back(b.data(), b.data() + b.size());
+  }
+  return net;
+}
+
+arm::Shape arm_shape(py::handle h) {
+  const auto t = py::cast<std::pair<py::ssize_t, py::ssize_t>>(h);
+  if (t.first < 0 || t.second < 0) throw std::invalid_argument("negative level shape");
+  return {size_t(t.first), size_t(t.second)};
+}
+
+py::array_t<uint8_t> arm_encode(const py::sequence& levels, const I32Array& context,
+                                const py::sequence& weights, const py::sequence& biases,
+                                int alphabet, int threads) {
+  const arm::ArmNet net = arm_net(context, weights, biases);
+  std::vector<I32Array> keep;
+  std::vector<const int32_t*> ptrs;
+  std::vector<arm::Shape> shapes;
+  for (py::handle h : levels) {
+    keep.push_back(py::cast<I32Array>(h));
+    const I32Array& a = keep.back();
+    if (a.ndim() != 2) throw std::invalid_argument("every level must be 2-D (h, w)");
+    ptrs.push_back(a.data());
+    shapes.push_back({size_t(a.shape(0)), size_t(a.shape(1))});
+  }
+  auto out = std::make_unique<Bytes>();
+  {
+    py::gil_scoped_release nogil;
+    *out = arm::encode(ptrs, shapes, net, alphabet, threads);
+  }
+  const py::ssize_t n = py::ssize_t(out->size());
+  uint8_t* p = out->data();
+  py::capsule owner(out.release(), [](void* q) { delete static_cast<Bytes*>(q); });
+  return py::array_t<uint8_t>({n}, {py::ssize_t(1)}, p, owner);
+}
+
+py::list arm_decode(py::buffer payload, const py::sequence& shapes, const I32Array& context,
+                    const py::sequence& weights, const py::sequence& biases, int alphabet,
+                    int threads) {
+  py::buffer_info info = payload.request();
+  const View src = contiguous(info, "payload");
+  const arm::ArmNet net = arm_net(context, weights, biases);
+  std::vector<arm::Shape> sh;
+  for (py::handle h : shapes) sh.push_back(arm_shape(h));
+  arm::check_shapes(sh);  // before allocating the outputs
+  py::list result;
+  std::vector<int32_t*> out;
+  for (const arm::Shape& s : sh) {
+    py::array_t<int32_t> a({py::ssize_t(s.h), py::ssize_t(s.w)});
+    out.push_back(a.mutable_data());
+    result.append(a);
+  }
+  {
+    py::gil_scoped_release nogil;
+    arm::decode(src.ptr, src.size, sh, net, alphabet, out, threads);
+  }
+  return result;
+}
+
+py::tuple arm_params(const I32Array& level, const I32Array& context, const py::sequence& weights,
+                     const py::sequence& biases, int alphabet) {
+  if (level.ndim() != 2) throw std::invalid_argument("the level must be 2-D (h, w)");
+  const arm::ArmNet net = arm_net(context, weights, biases);
+  const arm::Shape s{size_t(level.shape(0)), size_t(level.shape(1))};
+  py::array_t<int32_t> mu({level.shape(0), level.shape(1)}), ls({level.shape(0), level.shape(1)}),
+      freq({level.shape(0), level.shape(1)});
+  int32_t *pm = mu.mutable_data(), *pl = ls.mutable_data(), *pf = freq.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    arm::params(level.data(), s, net, alphabet, pm, pl, pf);
+  }
+  return py::make_tuple(mu, ls, freq);
+}
+
+py::array_t<int32_t> arm_cdf(const I32Array& mu, const I32Array& ls, int alphabet) {
+  arm::check_alphabet(alphabet);
+  if (mu.ndim() != 1 || ls.ndim() != 1 || mu.shape(0) != ls.shape(0))
+    throw std::invalid_argument("mu and log_scale must be 1-D, of the same length");
+  const py::ssize_t n = mu.shape(0), row = 2 * py::ssize_t(alphabet) + 2;
+  py::array_t<int32_t> out({n, row});
+  int32_t* po = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    arm::cdf_table(mu.data(), ls.data(), size_t(n), alphabet, po);
+  }
+  return out;
+}
+
+py::tuple arm_tables() {
+  auto copy = [](const uint64_t* t) {
+    py::array_t<uint64_t> a(256);
+    std::memcpy(a.mutable_data(), t, 256 * sizeof(uint64_t));
+    return a;
+  };
+  return py::make_tuple(copy(arm::table_recip()), copy(arm::table_exp_hi()),
+                        copy(arm::table_exp_lo()));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -171,4 +296,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("indexed_decode", &indexed_decode, py::arg("payload"), py::arg("indexes"),
         py::arg("cdfs"), py::arg("cdf_lengths"), py::arg("offsets"),
         "Inverse of indexed_encode -> int32 array of indexes.size symbols");
+  m.def("arm_encode", &arm_encode, py::arg("levels"), py::arg("context"), py::arg("weights"),
+        py::arg("biases"), py::arg("alphabet"), py::arg("threads") = 1,
+        "ARM-code int32 latent grids (arm.hpp) -> uint8 payload");
+  m.def("arm_decode", &arm_decode, py::arg("payload"), py::arg("shapes"), py::arg("context"),
+        py::arg("weights"), py::arg("biases"), py::arg("alphabet"), py::arg("threads") = 1,
+        "Inverse of arm_encode -> list of int32 grids");
+  m.def("arm_params", &arm_params, py::arg("level"), py::arg("context"), py::arg("weights"),
+        py::arg("biases"), py::arg("alphabet"),
+        "-> (mu, log_scale, freq) int32 grids of one level");
+  m.def("arm_cdf", &arm_cdf, py::arg("mu"), py::arg("log_scale"), py::arg("alphabet"),
+        "-> int32[n, 2A + 2]: the cumulative frequencies C(0..2A+1) of each (mu, log_scale)");
+  m.def("arm_tables", &arm_tables, "-> (RECIP, EXP_HI, EXP_LO), uint64[256] each");
 }

@@ -11,6 +11,7 @@
 # `transform` is the byte-plane transform (0 bytes, 1 bf16, 2 fp16, 3 fp32, 4 fp64, 5 fp8;
 # weightzip.dtypes), `level` 0 fast, 1 default, 2 max, `force_method` -1 (choose) or a stream
 # method (0 raw, 1 const, 2 rans, 3 zstd, 4 cm).
+from collections.abc import Sequence
 from typing import Any
 from typing import SupportsIndex as _Int
 
@@ -90,3 +91,46 @@ def indexed_decode(
     cdf_lengths: npt.ArrayLike,
     offsets: npt.ArrayLike,
 ) -> npt.NDArray[np.int32]: ...
+
+# ARM latent coder (csrc/arm.hpp; weightzip.core_arm is the public API). A net is passed as
+# context int32[n_ctx, 2] ((dy, dx) rows), weights [int32[out, in], ...] and biases
+# [int32[out], ...] (other integer arrays are cast); alphabet is A (latents in [-A, A]).
+# ValueError for bad nets, shapes, alphabets or latents; FormatError for corrupt payloads.
+
+# Codes 2-D int32 latent grids (one rANS stream per level, up to `threads` in parallel; the
+# bytes do not depend on it) -> the payload, uint8[m] (no copy).
+def arm_encode(
+    levels: Sequence[npt.ArrayLike],
+    context: npt.ArrayLike,
+    weights: Sequence[npt.ArrayLike],
+    biases: Sequence[npt.ArrayLike],
+    alphabet: _Int,
+    threads: _Int = 1,
+) -> npt.NDArray[np.uint8]: ...
+
+# Inverse of arm_encode: one int32[h, w] array per (h, w) in shapes.
+def arm_decode(
+    payload: _Buffer,
+    shapes: Sequence[tuple[int, int]],
+    context: npt.ArrayLike,
+    weights: Sequence[npt.ArrayLike],
+    biases: Sequence[npt.ArrayLike],
+    alphabet: _Int,
+    threads: _Int = 1,
+) -> list[npt.NDArray[np.int32]]: ...
+
+# (mu, log_scale, freq) of every latent of one 2-D level: int32 arrays of its shape.
+def arm_params(
+    level: npt.ArrayLike,
+    context: npt.ArrayLike,
+    weights: Sequence[npt.ArrayLike],
+    biases: Sequence[npt.ArrayLike],
+    alphabet: _Int,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]: ...
+
+# int32[n, 2A + 2]: the cumulative frequencies C(0) .. C(2A + 1) of each (mu, log_scale) pair
+# (1-D int32 arrays of the same length).
+def arm_cdf(mu: npt.ArrayLike, log_scale: npt.ArrayLike, alphabet: _Int) -> npt.NDArray[np.int32]: ...
+
+# The tables RECIP, EXP_HI, EXP_LO of arm.hpp, uint64[256] each (copies).
+def arm_tables() -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...

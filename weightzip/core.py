@@ -12,6 +12,10 @@ Everything here wraps the C++ core (weightzip._C) or is plain Python; nothing im
 * Levels: :data:`LEVELS` (name -> the C++ core's code), :data:`DEFAULT_LEVEL`.
 * Errors: :class:`FormatError` (corrupt or truncated data, a ``ValueError``),
   :class:`ChecksumError`.
+* ARM latent coder (:mod:`weightzip.core_arm`, re-exported here): :func:`arm_encode` /
+  :func:`arm_decode` code pyramids of integer latent grids with a fixed-point autoregressive MLP
+  (:class:`ArmNet`) and discretised Laplace probabilities, bit-exact on every machine;
+  :func:`arm_params` / :func:`arm_cdf` expose the exact model (rates, fitting).
 
 Indexed CDF tables (``compressai.entropy_models`` buffers ``_quantized_cdf``, ``_cdf_length``,
 ``_offset`` can be passed as they are):
@@ -39,10 +43,26 @@ import numpy.typing as npt
 
 from . import _C
 from .atomic import atomic_path, check_writable, write_atomic
+from .core_arm import (
+    ARM_CONTEXT_5X5,
+    ARM_FRAC_A,
+    ARM_FRAC_W,
+    ARM_LOG_SCALE_MAX,
+    ARM_LOG_SCALE_MIN,
+    ARM_MAX_ALPHABET,
+    ArmNet,
+    ArmParams,
+    arm_cdf,
+    arm_decode,
+    arm_encode,
+    arm_params,
+)
 from .errors import ChecksumError, FormatError
 from .levels import DEFAULT_LEVEL, LEVEL_NAMES, LEVELS
 
-__all__ = ["DEFAULT_LEVEL", "LEVELS", "LEVEL_NAMES", "PRECISION",
+__all__ = ["ARM_CONTEXT_5X5", "ARM_FRAC_A", "ARM_FRAC_W", "ARM_LOG_SCALE_MAX", "ARM_LOG_SCALE_MIN",
+           "ARM_MAX_ALPHABET", "ArmNet", "ArmParams", "arm_cdf", "arm_decode", "arm_encode", "arm_params",
+           "DEFAULT_LEVEL", "LEVELS", "LEVEL_NAMES", "PRECISION",
            "ChecksumError", "FormatError", "VarintError", "atomic_path", "check_writable",
            "checksum32", "decode_indexed", "encode_indexed", "read_varint", "write_atomic", "write_varint",
            "xxh64"]
