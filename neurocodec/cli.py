@@ -79,7 +79,7 @@ def cmd_list(a: argparse.Namespace) -> int:
             rates = kind_class(str(m.get("kind"))).summary(m)
         except CodecNotFound:
             rates = "(unknown kind)"
-        print(f"{m['name']:<14} id={m['id']:<4} {m.get('kind', '?'):<6} {m.get('arch', ''):<11} {rates}{star}")
+        print(f"{m['name']:<14} id={m['id']:<4} {m.get('kind', '?'):<8} {m.get('arch', ''):<11} {rates}{star}")
     return 0
 
 

@@ -29,6 +29,7 @@ from neurocodec.runtime.codec import Codec, read_meta, resolve
 KINDS: dict[str, str] = {
     "image": "neurocodec.runtime.image.codec:ImageCodec",
     "audio": "neurocodec.runtime.audio.codec:AudioCodec",
+    "coolchic": "neurocodec.runtime.coolchic.codec:CoolChicCodec",
 }
 
 _MODELS: dict[str, Callable[..., Any]] = {}
@@ -67,7 +68,9 @@ def kind_classes() -> list[type[Codec]]:
 
 def kind_for_input(data: Any, opts: dict[str, Any]) -> type[Codec]:
     """The kind that codes data (a path or an array) with these options."""
-    score, best = max(((c.accepts(data, opts), i) for i, c in enumerate(kind_classes())), default=(0, 0))
+    # the highest score wins; on a tie, the kind listed first in KINDS (image before coolchic)
+    score, best = max(((c.accepts(data, opts), -i) for i, c in enumerate(kind_classes())), default=(0, 0))
+    best = -best
     if not score:
         what = f"{data}: a file" if isinstance(data, (str, os.PathLike)) else "this input"
         reads = "; ".join(f"{c.kind}: {' '.join(c.input_suffixes)}" for c in kind_classes())

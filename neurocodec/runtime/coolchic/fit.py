@@ -1,0 +1,326 @@
+"""The coolchic encoder (torch): fit a latent pyramid, an ARM, an upsampler and a synthesis to
+one image, then quantise everything into the decoder's integer formats (format.py,
+decoder.py) and write the streams. Imported only when encoding (the decoder needs no torch).
+
+Loss: λ · 255² · MSE + bpp (the image kind's convention; λ per quality from codec.json), the
+rate being the exact discretised Laplace of the core's ARM coder evaluated in float (raw
+integer latents in, (mu, log2 scale) out, mu clamped to [-A, A], log2 scale to [-8, 14], every
+symbol at least 1/65536: docs/arm_coder.md). Latent quantisation: additive noise, then
+soft-rounding with noise and a decreasing temperature (C3), then straight-through rounding
+with a low learning rate. After fitting, each network's weight step 2^-k is chosen by RD cost.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurocodec.runtime.coolchic.format import Header, arm_net, encode_params
+from weightzip.core import ARM_CONTEXT_5X5, arm_encode, arm_params
+
+A_FIT = 255  # latents are clamped to [-A_FIT, A_FIT] while fitting
+BICUBIC = (-0.03515625, 0.26171875, 0.87890625, -0.10546875)  # phase-0 taps (Keys a = -0.75)
+M_FLOOR = 65536.0
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def soft_round(x: torch.Tensor, t: float) -> torch.Tensor:
+    """Agustsson & Theis' soft rounding (-> round as t -> 0)."""
+    m = torch.floor(x) + 0.5
+    return m + 0.5 * torch.tanh((x - m) / t) / math.tanh(0.5 / t)
+
+
+def upsample2(x: torch.Tensor, taps: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """[1, C, h, w] -> [1, C, out_h, out_w]: decoder.upsample2 in float (no rounding). Each pass
+    is one convolution with the two phases as 5-tap kernels (t0 t1 t2 t3 0) and (0 t3 t2 t1 t0)
+    over the edge-padded signal, interleaved."""
+    _, c, h, w = x.shape
+    zero = taps.new_zeros(1)
+    k = torch.stack([torch.cat([taps, zero]), torch.cat([zero, taps.flip(0)])])  # [2, 5]
+    y = F.conv2d(F.pad(x.reshape(c, 1, h, w), (2, 2, 0, 0), mode="replicate"), k.view(2, 1, 1, 5))
+    y = y.permute(0, 2, 3, 1).reshape(c, 1, h, 2 * w)[..., :out_w]  # [C, 1, h, out_w]
+    y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="replicate"), k.view(2, 1, 5, 1))  # [C, 2, h, out_w]
+    return y.permute(0, 2, 1, 3).reshape(1, c, 2 * h, out_w)[:, :, :out_h]
+
+
+class CoolChicModel(nn.Module):
+    def __init__(self, h: int, w: int, planes: int, cfg: dict):
+        super().__init__()
+        # no level beyond the first 1x1 grid: a 16x16 image gets 5 levels (16 .. 1)
+        self.levels = min(int(cfg["levels"]), 1 + math.ceil(math.log2(max(h, w, 1))))
+        self.shapes = [(-(-h // (1 << i)), -(-w // (1 << i))) for i in range(self.levels)]
+        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, a, b)) for a, b in self.shapes])
+        dims = [len(ARM_CONTEXT_5X5), *cfg["arm_hidden"], 2]
+        self.arm = nn.ModuleList([nn.Linear(dims[i], dims[i + 1]) for i in range(len(dims) - 1)])
+        self.taps = nn.Parameter(torch.tensor(BICUBIC))
+        self.syn_spec = [(int(o) or planes, int(k), int(f)) for o, k, f in cfg["synthesis"]]  # out 0: the planes
+        convs, c = [], self.levels
+        for o, k, flags in self.syn_spec:
+            conv = nn.Conv2d(c, o, k, padding=k // 2, padding_mode="replicate")
+            if flags & 2:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+            convs.append(conv)
+            c = o
+        self.syn = nn.ModuleList(convs)
+
+    # -- pieces -------------------------------------------------------------------------------
+    def quantised_latents(self, mode: str, t: float = 0.3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(what the synthesis sees, what the rate is measured on) per level. noise: y + u for
+        both; soft (C3): r = soft_round(y, t) + u for the rate, soft_round(r, t) for the
+        synthesis (the noise keeps half-integers from being cheap); hard: rounding, straight
+        through."""
+        syn, rate = [], []
+        for y in self.latents:
+            y = y.clamp(-A_FIT, A_FIT)
+            if mode == "hard":
+                q = _round_ste(y)
+                syn.append(q)
+                rate.append(q)
+                continue
+            if mode == "noise":
+                r = y + (torch.rand_like(y) - 0.5)
+                syn.append(r)
+            else:
+                r = soft_round(y, t) + (torch.rand_like(y) - 0.5)
+                syn.append(soft_round(r, t))
+            rate.append(r)
+        return syn, rate
+
+    def arm_out(self, levels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log2 b) of every latent of every level, flattened in level order."""
+        ctx = []
+        for q in levels:
+            u = F.unfold(F.pad(q, (2, 2, 2, 0)), (3, 5))  # [1, 15, h*w]: the 3x5 window, raster
+            ctx.append(u[0, :len(ARM_CONTEXT_5X5)].t())  # the 12 causal positions
+        a = torch.cat(ctx)
+        for i, lin in enumerate(self.arm):
+            a = lin(a)
+            if i < len(self.arm) - 1:
+                a = F.relu(a)
+        return a[:, 0], a[:, 1]
+
+    def rate_bits(self, levels: list[torch.Tensor], alphabet: int = A_FIT) -> torch.Tensor:
+        mu, ls = self.arm_out(levels)
+        s = torch.cat([q.reshape(-1) for q in levels])
+        mu = mu.clamp(-alphabet, alphabet)
+        inv_b = torch.exp2(-ls.clamp(-8, 14))
+
+        def cdf(x: torch.Tensor) -> torch.Tensor:
+            d = (x - mu) * inv_b
+            return torch.where(d < 0, 0.5 * torch.exp(d.clamp(max=0)), 1 - 0.5 * torch.exp(-d.clamp(min=0)))
+        hi = torch.where(s > alphabet - 0.5, torch.ones_like(s), cdf(s + 0.5))
+        lo = torch.where(s < -alphabet + 0.5, torch.zeros_like(s), cdf(s - 0.5))
+        m = M_FLOOR - (2 * alphabet + 1)
+        p = (1 + m * (hi - lo).clamp(min=0)) / M_FLOOR
+        return -torch.log2(p).sum()
+
+    def synth_input(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        cur = levels[-1]
+        for lvl in range(self.levels - 2, -1, -1):
+            h, w = self.shapes[lvl]
+            cur = torch.cat([upsample2(cur, self.taps, h, w), levels[lvl]], dim=1)
+        return cur
+
+    def synthesis(self, a: torch.Tensor) -> torch.Tensor:
+        for conv, (_, _, flags) in zip(self.syn, self.syn_spec):
+            out = conv(a)
+            if flags & 2:
+                out = out + a
+            a = F.relu(out) if flags & 1 else out
+        return a
+
+    def forward(self, mode: str, t: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+        syn, rate = self.quantised_latents(mode, t)
+        return self.synthesis(self.synth_input(syn)), self.rate_bits(rate)
+
+
+class _Run:
+    """One model being fitted, with its optimiser."""
+
+    def __init__(self, h: int, w: int, planes: int, cfg: dict, dev: torch.device, seed: int):
+        torch.manual_seed(seed)
+        self.model = CoolChicModel(h, w, planes, cfg).to(dev)
+        self.lr = float(cfg.get("lr", 1e-2))
+        lr_lat = float(cfg.get("lr_latents", self.lr))
+        nets = [p for n, p in self.model.named_parameters() if not n.startswith("latents.")]
+        self.opt = torch.optim.Adam([{"params": list(self.model.latents), "scale": lr_lat / self.lr},
+                                     {"params": nets, "scale": 1.0}], lr=self.lr)
+
+    def step(self, x: torch.Tensor, lmbda: float, frac: float) -> tuple[float, float, float]:
+        """One iteration at schedule position frac in [0, 1) -> (loss, mse, bpp)."""
+        if frac < 0.3:
+            mode, t = "noise", 0.3
+        elif frac < 0.85:
+            g = (frac - 0.3) / 0.55
+            mode, t = "soft", 0.3 * (1 - g) + 0.1 * g
+        else:
+            mode, t = "hard", 0.1
+        lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(frac / 0.85, 1.0))) + 1e-4 if mode != "hard" else 1e-4
+        for gr in self.opt.param_groups:
+            gr["lr"] = lr * gr["scale"]
+        x_hat, bits = self.model(mode, t)
+        mse = F.mse_loss(x_hat, x)
+        bpp = bits / (x.shape[2] * x.shape[3])
+        loss = lmbda * 255 ** 2 * mse + bpp
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item(), mse.item(), bpp.item()
+
+
+def fit(img: np.ndarray, lmbda: float, iterations: int, time_budget_s: float | None, cfg: dict,
+        progress: bool = False, seed: int = 0) -> tuple[CoolChicModel, dict]:
+    """img: uint8 [H, W, planes] -> the fitted float model and statistics. Warm-up: with
+    cfg["warmup_candidates"] = K > 1, K initialisations each run the first
+    cfg["warmup_fraction"] of the schedule and the best (mean loss of their last fifth) goes
+    on; the time budget covers them too."""
+    from tqdm import tqdm
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    h, w, planes = img.shape
+    x = torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
+    k_cand = max(1, int(cfg.get("warmup_candidates", 1)))
+    n_warm = min(iterations, max(1, int(iterations * float(cfg.get("warmup_fraction", 0.05))))) if k_cand > 1 else 0
+    total = iterations + (k_cand - 1) * n_warm
+    t0, done = time.perf_counter(), 0
+    bar = tqdm(total=total, disable=not progress, desc="coolchic fit", unit="it", leave=False)
+
+    def run(r: _Run, first: int, last: int, main: bool) -> list[float]:
+        nonlocal done
+        losses = []
+        for i in range(first, last):
+            spent = (time.perf_counter() - t0) / time_budget_s if time_budget_s else 0.0
+            if spent >= 1.0:
+                break
+            # the main run's schedule position: by iterations or by time, whichever is further
+            frac = max(i / iterations, (spent * total - (k_cand - 1) * n_warm) / iterations if main else 0.0)
+            if frac >= 1.0:
+                break
+            loss, mse, bpp = r.step(x, lmbda, frac)
+            losses.append(loss)
+            done += 1
+            bar.update(1)
+            if i % 50 == 0:
+                bar.set_postfix(psnr=f"{-10 * math.log10(max(mse, 1e-10)):.2f}", bpp=f"{bpp:.3f}")
+        return losses
+
+    best: tuple[float, _Run] | None = None
+    for c in range(k_cand if k_cand > 1 else 0):
+        r = _Run(h, w, planes, cfg, dev, seed + c)
+        losses = run(r, 0, n_warm, main=False)
+        score = float(np.mean(losses[-max(1, len(losses) // 5):])) if losses else float("inf")
+        if best is None or score < best[0]:
+            best = (score, r)
+    chosen = best[1] if best is not None else _Run(h, w, planes, cfg, dev, seed)
+    run(chosen, n_warm, iterations, main=True)
+    bar.close()
+    return chosen.model.cpu().eval(), {"iterations": done, "seconds": time.perf_counter() - t0,
+                                       "candidates": k_cand}
+
+
+# -- quantisation -------------------------------------------------------------------------------
+def _q(t: torch.Tensor, k: int) -> np.ndarray:
+    return np.clip(np.rint(t.detach().double().numpy() * 2.0 ** k), -4096, 4096).astype(np.int64)
+
+
+def _arm_groups(model: CoolChicModel, k: int) -> dict[str, np.ndarray]:
+    return {"arm_w": np.concatenate([_q(m.weight, k).reshape(-1) for m in model.arm]),
+            "arm_b": np.concatenate([_q(m.bias, k).reshape(-1) for m in model.arm])}
+
+
+def _syn_groups(model: CoolChicModel, k: int) -> dict[str, np.ndarray]:
+    return {"syn_w": np.concatenate([_q(c.weight, k).reshape(-1) for c in model.syn]),
+            "syn_b": np.concatenate([_q(c.bias, k).reshape(-1) for c in model.syn])}
+
+
+def _header(model: CoolChicModel, alphabet: int, k_arm: int, k_up: int, k_syn: int) -> Header:
+    return Header(model.levels, alphabet, ARM_CONTEXT_5X5, tuple(m.out_features for m in model.arm[:-1]),
+                  k_arm, k_up, tuple(model.syn_spec), k_syn)
+
+
+def _param_bits(groups: dict[str, np.ndarray]) -> int:
+    full = {g: groups.get(g, np.zeros(0, np.int64)) for g in ("arm_w", "arm_b", "up", "syn_w", "syn_b")}
+    return 8 * len(encode_params(full))
+
+
+@torch.no_grad()
+def _distortion(model: CoolChicModel, x: torch.Tensor, taps: np.ndarray | None, k_up: int,
+                syn: dict[str, np.ndarray] | None, k_syn: int) -> float:
+    """MSE of the model with hard latents and (optionally) quantised upsampler / synthesis."""
+    saved = {n: p.detach().clone() for n, p in model.named_parameters()}
+    if taps is not None:
+        model.taps.copy_(torch.from_numpy(taps / 2.0 ** k_up))
+    if syn is not None:
+        wpos = bpos = 0
+        for c in model.syn:
+            nw, nb = c.weight.numel(), c.bias.numel()
+            c.weight.copy_(torch.from_numpy(syn["syn_w"][wpos:wpos + nw] / 2.0 ** k_syn).view_as(c.weight))
+            c.bias.copy_(torch.from_numpy(syn["syn_b"][bpos:bpos + nb] / 2.0 ** k_syn).view_as(c.bias))
+            wpos, bpos = wpos + nw, bpos + nb
+    x_hat, _ = model("hard")
+    mse = float(F.mse_loss(x_hat.clamp(0, 1), x))
+    for n, p in model.named_parameters():
+        p.copy_(saved[n])
+    return mse
+
+
+def quantise(model: CoolChicModel, img: np.ndarray, lmbda: float) -> tuple[Header, list[bytes], dict]:
+    """The fitted model -> (header, the three streams, statistics), each net's weight step
+    chosen by RD cost (λ · 255² · MSE + bpp)."""
+    h, w, _ = img.shape
+    n_px = h * w
+    x = torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    levels = [np.rint(y.detach().clamp(-A_FIT, A_FIT).double().numpy()[0, 0]).astype(np.int32)
+              for y in model.latents]
+    alphabet = max(1, max(int(np.abs(v).max()) for v in levels))
+
+    def cost(bits: float, mse: float) -> float:
+        return lmbda * 255 ** 2 * mse + bits / n_px
+
+    best: tuple[float, int] | None = None
+    for k in range(4, 13):  # the ARM: rate only
+        g = _arm_groups(model, k)
+        hd = _header(model, alphabet, max(k, 2), 0, 0)
+        try:
+            lat = sum(p.bits() for p in arm_params(levels, arm_net(hd, g), alphabet))
+        except ValueError:  # a net beyond the core's overflow bound
+            continue
+        c = cost(lat + _param_bits(g), 0.0)
+        if best is None or c < best[0]:
+            best = (c, k)
+    if best is None:
+        raise RuntimeError("no ARM quantisation fits the fixed-point core")
+    k_arm = best[1]
+    def up_cost(k: int) -> float:
+        t = _q(model.taps, k)
+        return cost(_param_bits({"up": t}), _distortion(model, x, t, k, None, 0))
+    k_up = min(range(3, 11), key=up_cost)
+    taps = _q(model.taps, k_up)
+
+    def syn_cost(k: int) -> float:
+        g = _syn_groups(model, k)
+        return cost(_param_bits(g), _distortion(model, x, taps, k_up, g, k))
+    k_syn = min(range(4, 12), key=syn_cost)
+    hd = _header(model, alphabet, k_arm, k_up, k_syn)
+    groups = {**_arm_groups(model, k_arm), "up": taps, **_syn_groups(model, k_syn)}
+    streams = [hd.to_bytes(), encode_params(groups), arm_encode(levels, arm_net(hd, groups), alphabet)]
+    mse = _distortion(model, x, taps, k_up, _syn_groups(model, k_syn), k_syn)
+    return hd, streams, {"k_arm": k_arm, "k_up": k_up, "k_syn": k_syn, "alphabet": alphabet,
+                         "psnr_float": -10 * math.log10(max(mse, 1e-10))}
+
+
+def encode_image(img: np.ndarray, lmbda: float, iterations: int, time_budget_s: float | None, cfg: dict,
+                 progress: bool = False) -> tuple[list[bytes], dict[str, Any]]:
+    """uint8 [H, W, planes] -> (the three streams of a coolchic file, statistics)."""
+    model, stats = fit(img, lmbda, iterations, time_budget_s, cfg, progress=progress)
+    _, streams, qstats = quantise(model, img, lmbda)
+    return streams, {**stats, **qstats}
