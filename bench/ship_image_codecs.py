@@ -29,9 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CODECS = {  # name: (id, default?, one-line description)
-    "hyperprior": (1, True, "mean-scale hyperprior (Minnen et al. 2018, no context model), GDN transforms"),
-    "shallow": (2, False, ("shallow decoder (Yang & Mandt 2023): residual analysis, 2-layer synthesis, "
+# name: (id, default?, one-line description). Ids are never reused: new weights, new id (a file
+# names its codec by id; the first release's 1 and 2 are retired with their weights).
+CODECS = {
+    "hyperprior": (5, True, "mean-scale hyperprior (Minnen et al. 2018, no context model), GDN transforms"),
+    "shallow": (6, False, ("shallow decoder (Yang & Mandt 2023): residual analysis, 2-layer synthesis, "
                            "optional encoder-side latent refinement")),
 }
 
