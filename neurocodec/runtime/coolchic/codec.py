@@ -40,7 +40,7 @@ class CoolChicCodec(Codec):
 
     kind = "coolchic"
     implementation = "neurocodec.runtime.coolchic.loaded:FittedCoolChicCodec"
-    tools = "neurocodec.tools.coolchic.commands"  # not written yet (evaluation); no training
+    tools = ""  # none yet: evaluation comes with the tuned presets; an overfitted codec has no training
     archs = ("coolchic",)
     input_suffixes = tuple(sorted(IMAGE_SUFFIXES))
     output_suffix = ".png"
