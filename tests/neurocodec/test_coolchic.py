@@ -255,7 +255,7 @@ def test_the_core_install_decodes_to_png(codec_dir, rgb_nc, tmp_path):
     got = np.asarray(Image.open(tmp_path / "a.decoded.png"))
     assert np.array_equal(got, neurocodec.decode(data, codec=codec_dir))
     gray = smooth(5, 7, planes=1)
-    from neurocodec.runtime.coolchic.codec import png_bytes
+    from neurocodec.runtime.image.writers import png_bytes
 
     (tmp_path / "g.png").write_bytes(png_bytes(gray))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "g.png")), gray)

@@ -15,28 +15,24 @@ below the image kind, which stays the default.
 from __future__ import annotations
 
 import numbers
-import os
-import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from neurocodec.runtime.bitstream import NcFile
-from neurocodec.runtime.codec import Codec, Option, require
+from neurocodec.runtime.codec import Option
 from neurocodec.runtime.coolchic.format import CoolChicNcError, Header
 from neurocodec.runtime.image.codec import ImageCodec
-from neurocodec.runtime.image.io import IMAGE_SUFFIXES, check_image_output, read_image, write_image
+from neurocodec.runtime.image.io import IMAGE_SUFFIXES, check_image_output
 from neurocodec.runtime.image.limits import check_quality, header_problem
 from weightzip.clitools import nonneg_int, positive_float
-from weightzip.core import write_atomic
 
 PRESETS = ("fast", "medium", "slow")
 
 
-class CoolChicCodec(Codec):
+class CoolChicCodec(ImageCodec):
     """Images (uint8 arrays [H, W] or [H, W, C], or image files) -> .nc, each fitted on its own;
-    decoded to uint8 arrays and lossless image files (PNG by default)."""
+    decoded to uint8 arrays and lossless image files (PNG by default). An image codec: the
+    image kind's file I/O and output checks, its own options, routing and description."""
 
     kind = "coolchic"
     implementation = "neurocodec.runtime.coolchic.loaded:FittedCoolChicCodec"
@@ -129,33 +125,3 @@ class CoolChicCodec(Codec):
                 raise ValueError(f"time_budget must be a positive number of minutes, got {time_budget!r}")
             return q, preset, 60.0 * float(time_budget)
         return q, preset, None
-
-    # -- files ---------------------------------------------------------------------------
-    def encode_file(self, path: str | os.PathLike, progress: bool = False, **opts: Any) -> bytes:
-        opts = self.check_options(opts)
-        self.check_encode_args(**opts)  # before reading: a bad argument warns about nothing
-        rgb, channels = read_image(path)
-        return self.encode(rgb if channels != 1 else rgb[:, :, 0], progress=progress, **opts)
-
-    def decode_to_file(self, nc: NcFile, out: Path, progress: bool = False, overwrite: bool = False) -> None:
-        img: np.ndarray = self.decode_nc(nc, progress=progress)
-        try:
-            write_image(out, img, overwrite=overwrite)
-        except ModuleNotFoundError as e:  # the core install (no Pillow) decodes to PNG too
-            if e.name != "PIL" or Path(out).suffix.lower() != ".png":
-                raise require("codecs", f"writing {Path(out).suffix} images", e) from None
-            write_atomic(Path(out), png_bytes(img), overwrite)
-
-
-def png_bytes(img: np.ndarray) -> bytes:
-    """A uint8 [H, W] or [H, W, 3] image as a PNG file (zlib, no filter): for installs without
-    Pillow."""
-    h, w = img.shape[:2]
-    color = 0 if img.ndim == 2 else 2
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), np.ascontiguousarray(img).reshape(h, -1)], axis=1)
-    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, color, 0, 0, 0])
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-            + chunk(b"IEND", b""))

@@ -8,6 +8,7 @@ has no gray (a gray image is stored as three equal channels) and at most 16383 p
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,9 @@ def _save_options(fmt: str) -> dict[str, Any]:
 def write_image(path, img: np.ndarray, overwrite: bool = False) -> Path:
     """Write a uint8 [H, W] (gray) or [H, W, 3] image losslessly, in the format path's suffix
     names (check_image_output). Atomic: a temporary sibling renamed over path; an existing
-    path is replaced only with overwrite=True (FileExistsError otherwise)."""
-    from PIL import Image
-
-    from weightzip.core import atomic_path
+    path is replaced only with overwrite=True (FileExistsError otherwise). Without Pillow (the
+    core install, which can decode torch-free kinds) PNG is still written, by png_bytes."""
+    from weightzip.core import atomic_path, write_atomic
 
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -86,6 +86,14 @@ def write_image(path, img: np.ndarray, overwrite: bool = False) -> Path:
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or 0 in a.shape:
         raise ValueError(f"{path}: images are written from uint8 HxW or HxWx3 arrays, got {a.dtype} {a.shape}")
     fmt = check_image_output(path, a.shape)
+    try:
+        from PIL import Image
+    except ModuleNotFoundError as e:
+        if fmt != "PNG":
+            from neurocodec.runtime.codec import require
+
+            raise require("codecs", f"writing {Path(path).suffix} images", e) from None
+        return write_atomic(Path(path), png_bytes(a), overwrite)
     pil = Image.fromarray(np.ascontiguousarray(a))
     with atomic_path(Path(path), overwrite) as tmp:
         pil.save(tmp, format=fmt, **_save_options(fmt))
@@ -93,3 +101,17 @@ def write_image(path, img: np.ndarray, overwrite: bool = False) -> Path:
 
 
 write_png = write_image  # the previous name (it wrote PNG whatever the suffix)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """A uint8 [H, W] or [H, W, 3] image as a PNG file (zlib, no filter): for installs without
+    Pillow."""
+    h, w = img.shape[:2]
+    color = 0 if img.ndim == 2 else 2
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), np.ascontiguousarray(img).reshape(h, -1)], axis=1)
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, color, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + chunk(b"IEND", b""))
