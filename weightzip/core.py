@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _C
+from ._arrays import _int32, _to_numpy
 from .atomic import atomic_path, check_writable, write_atomic
 from .core_arm import (
     ARM_CONTEXT_5X5,
@@ -69,9 +70,6 @@ __all__ = ["ARM_CONTEXT_5X5", "ARM_FRAC_A", "ARM_FRAC_W", "ARM_LOG_SCALE_MAX", "
 
 #: Precision (bits) of the quantized CDFs.
 PRECISION = 16
-
-_I32 = np.iinfo(np.int32)
-
 
 # -- checksums ---------------------------------------------------------------------------
 def xxh64(data: Any) -> int:
@@ -128,28 +126,6 @@ def read_varint(buf: bytes | bytearray | memoryview, pos: int, max_value: int = 
 
 
 # -- indexed rANS ------------------------------------------------------------------------
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor (torch itself is never imported here)
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _int32(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
-    """x as a C-contiguous int32 array; integer input only, values must fit int32."""
-    a = _to_numpy(x)
-    if a.size == 0 and a.dtype.kind == "f":
-        a = a.astype(np.int32)  # an empty list comes out of np.asarray as float64
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, not {a.dtype}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
-    if a.dtype != np.int32:
-        if a.size and (int(a.min()) < _I32.min or int(a.max()) > _I32.max):
-            raise ValueError(f"{name} has values outside the int32 range")
-        a = a.astype(np.int32)
-    return np.ascontiguousarray(a)
-
-
 def _tables(cdfs: Any, cdf_lengths: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     c = _int32(cdfs, "cdfs", 2)
     n = _int32(cdf_lengths, "cdf_lengths", 1)

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _C
+from ._arrays import _I32, _int32
 
 __all__ = ["ARM_CONTEXT_5X5", "ARM_FRAC_A", "ARM_FRAC_W", "ARM_LOG_SCALE_MAX", "ARM_LOG_SCALE_MIN",
            "ARM_MAX_ALPHABET", "ArmNet", "ArmParams", "arm_cdf", "arm_decode", "arm_encode",
@@ -63,25 +64,9 @@ ARM_LOG_SCALE_MAX = 14 * 256
 ARM_CONTEXT_5X5 = ((-2, -2), (-2, -1), (-2, 0), (-2, 1), (-2, 2),
                    (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
 
-_I32 = np.iinfo(np.int32)
-
-
 def _ints(x: Any, name: str, ndim: int) -> np.ndarray:
     """x as a C-contiguous int32 array of `ndim` dimensions; integers only, in int32 range."""
-    if hasattr(x, "detach"):  # a torch tensor (torch itself is never imported here)
-        x = x.detach().cpu().numpy()
-    a = np.asarray(x)
-    if a.size == 0 and a.dtype.kind == "f":
-        a = a.astype(np.int32)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, not {a.dtype}")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
-    if a.dtype != np.int32:
-        if a.size and (int(a.min()) < _I32.min or int(a.max()) > _I32.max):
-            raise ValueError(f"{name} has values outside the int32 range")
-        a = a.astype(np.int32)
-    return np.ascontiguousarray(a)
+    return _int32(x, name, ndim)
 
 
 def _int_arg(v: Any, name: str, lo: int, hi: int) -> int:

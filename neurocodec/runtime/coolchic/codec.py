@@ -22,7 +22,7 @@ from neurocodec.runtime.bitstream import NcFile
 from neurocodec.runtime.codec import Option
 from neurocodec.runtime.coolchic.format import CoolChicNcError, Header
 from neurocodec.runtime.image.codec import ImageCodec
-from neurocodec.runtime.image.io import IMAGE_SUFFIXES, check_image_output
+from neurocodec.runtime.image.io import IMAGE_SUFFIXES
 from neurocodec.runtime.image.limits import check_quality, header_problem
 from weightzip.clitools import nonneg_int, positive_float
 
@@ -76,18 +76,10 @@ class CoolChicCodec(ImageCodec):
                 f"parameters, {info.get('mac_per_pixel')} MAC/px")
 
     @classmethod
-    def decoded_summary(cls, info: dict) -> str:
-        return f"{info['shape'][1]}x{info['shape'][0]}"
-
-    @classmethod
     def summary(cls, meta: dict) -> str:
         q = len(meta.get("model", {}).get("lmbdas", []))
         presets = ", ".join(f"{k} {v.get('iterations')} it" for k, v in meta.get("presets", {}).items())
         return (f"qualities 0..{q - 1}" if q else "qualities ?") + (f"; presets {presets}" if presets else "")
-
-    @classmethod
-    def check_output(cls, out: Path, nc: NcFile) -> None:
-        check_image_output(out, shape=nc.shape)
 
     # -- a codec's settings (codec.json) ------------------------------------------------
     @classmethod
