@@ -11,6 +11,7 @@
 #include "arm.hpp"
 #include "chunks.hpp"
 #include "rans_indexed.hpp"
+#include "synthesis.hpp"
 #include "xxhash64.hpp"
 #include "zstd_dl.hpp"
 
@@ -264,6 +265,91 @@ py::tuple arm_tables() {
                         copy(arm::table_exp_lo()));
 }
 
+// ---- Upsampler and synthesis of overfitted image decoders (see synthesis.hpp) ----
+
+// Latent levels: 2-D int32 arrays, finest first (kept alive by `keep`).
+std::vector<syn::Grid> syn_levels(const py::sequence& levels, std::vector<I32Array>& keep) {
+  std::vector<syn::Grid> out;
+  for (py::handle h : levels) {
+    keep.push_back(py::cast<I32Array>(h));
+    const I32Array& a = keep.back();
+    if (a.ndim() != 2) throw std::invalid_argument("every latent level must be 2-D (h, w)");
+    out.push_back({a.data(), size_t(a.shape(0)), size_t(a.shape(1))});
+  }
+  syn::check_shapes(out);
+  return out;
+}
+
+// Layers from weights [int32[out, in, k, k], ...], biases [int32[out], ...], flags [int, ...].
+std::vector<syn::Layer> syn_layers(const py::sequence& weights, const py::sequence& biases,
+                                   const py::sequence& flag_seq, std::vector<I32Array>& keep) {
+  std::vector<int> flags;
+  for (py::handle f : flag_seq) flags.push_back(py::cast<int>(f));
+  if (py::len(weights) != py::len(biases) || py::len(weights) != flags.size())
+    throw std::invalid_argument("weights, biases and flags need one entry per layer");
+  std::vector<syn::Layer> out;
+  for (size_t l = 0; l < flags.size(); ++l) {
+    keep.push_back(py::cast<I32Array>(weights[l]));
+    keep.push_back(py::cast<I32Array>(biases[l]));
+    const I32Array& w = keep[keep.size() - 2];
+    const I32Array& b = keep.back();
+    if (w.ndim() != 4 || w.shape(2) != w.shape(3) || b.ndim() != 1 || b.shape(0) != w.shape(0))
+      throw std::invalid_argument("synthesis layer " + std::to_string(l) +
+                                  ": weights must be (out, in, k, k), biases (out,)");
+    out.push_back({int(std::min<py::ssize_t>(w.shape(0), 1 << 20)),
+                   int(std::min<py::ssize_t>(w.shape(1), 1 << 20)),
+                   int(std::min<py::ssize_t>(w.shape(2), 1 << 20)), flags[l], w.data(), b.data()});
+  }
+  return out;
+}
+
+const int32_t* syn_taps(const I32Array& taps) {
+  if (taps.ndim() != 1 || taps.shape(0) != 4) throw std::invalid_argument("taps must be int32[4]");
+  return taps.data();
+}
+
+py::array_t<int32_t> synth_upsample(const py::sequence& levels, const I32Array& taps, int k_up) {
+  std::vector<I32Array> keep;
+  const auto lv = syn_levels(levels, keep);
+  const int32_t* t = syn_taps(taps);
+  py::array_t<int32_t> out({py::ssize_t(lv.size()), py::ssize_t(lv[0].h), py::ssize_t(lv[0].w)});
+  int32_t* po = out.mutable_data();
+  py::gil_scoped_release nogil;
+  syn::upsample(lv, t, k_up, po);
+  return out;
+}
+
+py::array_t<int32_t> synth_forward(const I32Array& x, const py::sequence& weights,
+                                   const py::sequence& biases, const py::sequence& flags,
+                                   int k_syn) {
+  if (x.ndim() != 3) throw std::invalid_argument("the synthesis input must be 3-D (planes, h, w)");
+  std::vector<I32Array> keep;
+  const auto layers = syn_layers(weights, biases, flags, keep);
+  syn::check_layers(layers, size_t(x.shape(0)), k_syn);  // before allocating the output
+  const size_t h = size_t(x.shape(1)), w = size_t(x.shape(2));
+  py::array_t<int32_t> out({py::ssize_t(layers.back().out), x.shape(1), x.shape(2)});
+  int32_t* po = out.mutable_data();
+  py::gil_scoped_release nogil;
+  syn::forward(x.data(), size_t(x.shape(0)), h, w, layers, k_syn, po);
+  return out;
+}
+
+py::array_t<uint8_t> synth_decode(const py::sequence& levels, const I32Array& taps, int k_up,
+                                  const py::sequence& weights, const py::sequence& biases,
+                                  const py::sequence& flags, int k_syn) {
+  std::vector<I32Array> keep;
+  const auto lv = syn_levels(levels, keep);
+  const int32_t* t = syn_taps(taps);
+  const auto layers = syn_layers(weights, biases, flags, keep);
+  syn::check_layers(layers, lv.size(), k_syn);
+  py::array_t<uint8_t> out(
+      {py::ssize_t(lv[0].h), py::ssize_t(lv[0].w), py::ssize_t(layers.back().out)});
+  uint8_t* po = out.mutable_data();
+  py::gil_scoped_release nogil;
+  syn::decode(lv, t, k_up, layers, k_syn, po);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -308,4 +394,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("arm_cdf", &arm_cdf, py::arg("mu"), py::arg("log_scale"), py::arg("alphabet"),
         "-> int32[n, 2A + 2]: the cumulative frequencies C(0..2A+1) of each (mu, log_scale)");
   m.def("arm_tables", &arm_tables, "-> (RECIP, EXP_HI, EXP_LO), uint64[256] each");
+  m.def("synth_upsample", &synth_upsample, py::arg("levels"), py::arg("taps"), py::arg("k_up"),
+        "Latent levels (finest first) -> the synthesis input, int32[L, H, W] (synthesis.hpp)");
+  m.def("synth_forward", &synth_forward, py::arg("x"), py::arg("weights"), py::arg("biases"),
+        py::arg("flags"), py::arg("k_syn"),
+        "The synthesis of int32[L, H, W] -> the last layer's int32[planes, H, W]");
+  m.def("synth_decode", &synth_decode, py::arg("levels"), py::arg("taps"), py::arg("k_up"),
+        py::arg("weights"), py::arg("biases"), py::arg("flags"), py::arg("k_syn"),
+        "Latent levels -> pixels, uint8[H, W, planes] (upsample, synthesis, conversion)");
+  m.def("synth_kernel", &syn::kernel_name, "-> the synthesis kernels in use: avx512, avx2, generic");
 }

@@ -134,3 +134,34 @@ def arm_cdf(mu: npt.ArrayLike, log_scale: npt.ArrayLike, alphabet: _Int) -> npt.
 
 # The tables RECIP, EXP_HI, EXP_LO of arm.hpp, uint64[256] each (copies).
 def arm_tables() -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...
+
+# Upsampler and synthesis of overfitted image decoders (csrc/synthesis.hpp; weightzip.core_arm
+# is the public API), bit-exact fixed point. Levels: 2-D int32 grids, finest first; taps:
+# int32[4]; a synthesis layer is weights int32[out, in, k, k], biases int32[out] and flags
+# (bit 0 ReLU, bit 1 residual). ValueError for bad shapes, layers or out-of-range values.
+
+# The synthesis input, int32[L, h_0, w_0] (coarsest level first).
+def synth_upsample(levels: Sequence[npt.ArrayLike], taps: npt.ArrayLike, k_up: _Int) -> npt.NDArray[np.int32]: ...
+
+# The synthesis of int32[L, H, W]: the last layer's activations, int32[planes, H, W].
+def synth_forward(
+    x: npt.ArrayLike,
+    weights: Sequence[npt.ArrayLike],
+    biases: Sequence[npt.ArrayLike],
+    flags: Sequence[_Int],
+    k_syn: _Int,
+) -> npt.NDArray[np.int32]: ...
+
+# Levels to pixels: upsample, synthesis and conversion, uint8[h_0, w_0, planes].
+def synth_decode(
+    levels: Sequence[npt.ArrayLike],
+    taps: npt.ArrayLike,
+    k_up: _Int,
+    weights: Sequence[npt.ArrayLike],
+    biases: Sequence[npt.ArrayLike],
+    flags: Sequence[_Int],
+    k_syn: _Int,
+) -> npt.NDArray[np.uint8]: ...
+
+# The synthesis kernels in use: "avx512", "avx2" or "generic" (WEIGHTZIP_SIMD caps them).
+def synth_kernel() -> str: ...

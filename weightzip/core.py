@@ -16,6 +16,9 @@ Everything here wraps the C++ core (weightzip._C) or is plain Python; nothing im
   :func:`arm_decode` code pyramids of integer latent grids with a fixed-point autoregressive MLP
   (:class:`ArmNet`) and discretised Laplace probabilities, bit-exact on every machine;
   :func:`arm_params` / :func:`arm_cdf` expose the exact model (rates, fitting).
+* Upsampler and synthesis of overfitted image decoders (also :mod:`weightzip.core_arm`):
+  :func:`synth_upsample`, :func:`synth_forward`, :func:`synth_decode` (latents to pixels), exact
+  fixed point.
 
 Indexed CDF tables (``compressai.entropy_models`` buffers ``_quantized_cdf``, ``_cdf_length``,
 ``_offset`` can be passed as they are):
@@ -51,18 +54,24 @@ from .core_arm import (
     ARM_LOG_SCALE_MAX,
     ARM_LOG_SCALE_MIN,
     ARM_MAX_ALPHABET,
+    SYNTH_CLAMP,
+    SYNTH_FRAC_A,
     ArmNet,
     ArmParams,
     arm_cdf,
     arm_decode,
     arm_encode,
     arm_params,
+    synth_decode,
+    synth_forward,
+    synth_upsample,
 )
 from .errors import ChecksumError, FormatError
 from .levels import DEFAULT_LEVEL, LEVEL_NAMES, LEVELS
 
 __all__ = ["ARM_CONTEXT_5X5", "ARM_FRAC_A", "ARM_FRAC_W", "ARM_LOG_SCALE_MAX", "ARM_LOG_SCALE_MIN",
            "ARM_MAX_ALPHABET", "ArmNet", "ArmParams", "arm_cdf", "arm_decode", "arm_encode", "arm_params",
+           "SYNTH_CLAMP", "SYNTH_FRAC_A", "synth_decode", "synth_forward", "synth_upsample",
            "DEFAULT_LEVEL", "LEVELS", "LEVEL_NAMES", "PRECISION",
            "ChecksumError", "FormatError", "VarintError", "atomic_path", "check_writable",
            "checksum32", "decode_indexed", "encode_indexed", "read_varint", "write_atomic", "write_varint",

@@ -49,7 +49,7 @@ from ._arrays import _I32, _int32
 
 __all__ = ["ARM_CONTEXT_5X5", "ARM_FRAC_A", "ARM_FRAC_W", "ARM_LOG_SCALE_MAX", "ARM_LOG_SCALE_MIN",
            "ARM_MAX_ALPHABET", "ArmNet", "ArmParams", "arm_cdf", "arm_decode", "arm_encode",
-           "arm_params"]
+           "arm_params", "SYNTH_CLAMP", "SYNTH_FRAC_A", "synth_decode", "synth_forward", "synth_upsample"]
 
 #: Fractional bits of the weights (biases have ARM_FRAC_W + ARM_FRAC_A).
 ARM_FRAC_W = 12
@@ -60,6 +60,10 @@ ARM_MAX_ALPHABET = 4096
 #: Range of the log2-scale code ``ls`` (8 fractional bits): scales 2**-8 .. 2**14.
 ARM_LOG_SCALE_MIN = -8 * 256
 ARM_LOG_SCALE_MAX = 14 * 256
+#: Fractional bits of the synthesis activations (:func:`synth_upsample`, :func:`synth_forward`).
+SYNTH_FRAC_A = 12
+#: Synthesis activations are clamped to [-SYNTH_CLAMP, SYNTH_CLAMP].
+SYNTH_CLAMP = 1 << 30
 #: The 12 causal positions of a 5x5 window, (dy, dx) in raster order.
 ARM_CONTEXT_5X5 = ((-2, -2), (-2, -1), (-2, 0), (-2, 1), (-2, 2),
                    (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (0, -2), (0, -1))
@@ -209,3 +213,58 @@ def arm_cdf(mu: Any, log_scale: Any, alphabet: int) -> npt.NDArray[np.int32]:
     a = _int_arg(alphabet, "alphabet", 0, ARM_MAX_ALPHABET)
     out = _C.arm_cdf(m.reshape(-1), s.reshape(-1), a)
     return out.reshape(*m.shape, 2 * a + 2)
+
+
+# -- upsampler and synthesis of overfitted image decoders (csrc/synthesis.hpp) -------------------
+# Exact fixed point with SYNTH_FRAC_A fractional bits; neurocodec/runtime/coolchic/decoder.py has
+# the numpy reference (same bits). Limits: |latent| <= 2**18; |tap|, |weight|, |bias| <= 2**12;
+# shifts k_up, k_syn in [0, 30]; odd kernels with in * k**2 <= 1024; ValueError otherwise.
+SynthLayer = tuple[Any, Any, int]  # weights int [out, in, k, k], biases int [out], flags
+
+
+def _taps(taps: Any, k_up: Any) -> tuple[np.ndarray, int]:
+    t = _ints(taps, "taps", 1)
+    if t.shape != (4,):
+        raise ValueError(f"taps must hold 4 integers, got shape {t.shape}")
+    return t, _int_arg(k_up, "k_up", 0, 30)
+
+
+def _synth_layers(layers: Sequence[SynthLayer]) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    if isinstance(layers, (str, bytes)) or not len(layers):
+        raise ValueError("layers must be a non-empty sequence of (weights, biases, flags)")
+    ws, bs, fl = [], [], []
+    for i, layer in enumerate(layers):
+        if len(layer) != 3:
+            raise ValueError(f"layers[{i}] must be (weights, biases, flags)")
+        w, b, f = layer
+        ws.append(_ints(w, f"layers[{i}] weights", 4))
+        bs.append(_ints(b, f"layers[{i}] biases", 1))
+        fl.append(_int_arg(f, f"layers[{i}] flags", 0, 3))
+    return ws, bs, fl
+
+
+def synth_upsample(levels: Sequence[Any], taps: Any, k_up: int) -> npt.NDArray[np.int32]:
+    """Integer latent levels (2-D, finest first, each at most twice the size of the next) ->
+    the synthesis input, int32 ``[L, h0, w0]``, coarsest level first: each level ``<< 12``, then
+    doubled (width, then height; 4 ``taps``, ``k_up`` fractional bits, edges repeated) up to
+    the finest level's size."""
+    t, k = _taps(taps, k_up)
+    return _C.synth_upsample(_levels(levels), t, k)
+
+
+def synth_forward(x: Any, layers: Sequence[SynthLayer], k_syn: int) -> npt.NDArray[np.int32]:
+    """The synthesis of ``x`` (int ``[L, H, W]``, ``|x| <= 2**30``): the last layer's activations,
+    int32 ``[planes, H, W]``. ``layers``: ``(weights [out, in, k, k], biases [out], flags)`` with
+    flags bit 0 ReLU, bit 1 residual (``out == in``); ``k_syn`` fractional bits of the
+    parameters."""
+    ws, bs, fl = _synth_layers(layers)
+    return _C.synth_forward(_ints(x, "x", 3), ws, bs, fl, _int_arg(k_syn, "k_syn", 0, 30))
+
+
+def synth_decode(levels: Sequence[Any], taps: Any, k_up: int, layers: Sequence[SynthLayer],
+                 k_syn: int) -> npt.NDArray[np.uint8]:
+    """:func:`synth_upsample`, :func:`synth_forward` and the pixel conversion
+    ``clip((a * 255 + 2**11) >> 12, 0, 255)`` in one call: uint8 ``[h0, w0, planes]``."""
+    t, k = _taps(taps, k_up)
+    ws, bs, fl = _synth_layers(layers)
+    return _C.synth_decode(_levels(levels), t, k, ws, bs, fl, _int_arg(k_syn, "k_syn", 0, 30))

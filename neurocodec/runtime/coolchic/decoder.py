@@ -17,6 +17,10 @@ Fixed point (F_A = 12 fractional bits for activations; ``>>`` floors, also for n
   samples repeated), ``a' = (acc + 2^(k_syn - 1)) >> k_syn``, ``+ a`` if residual, ReLU if
   flagged; every activation is then clamped to [-2^30, 2^30];
 * pixels: ``clip((a * 255 + 2^(F_A - 1)) >> F_A, 0, 255)``.
+
+The numpy functions here (upsample_stack, synthesis) are the reference specification;
+decode_streams runs the same arithmetic in the C++ core (weightzip.core.synth_decode,
+csrc/synthesis.hpp), which gives the same bits, several times faster.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from neurocodec.runtime.coolchic.format import (
     decode_params,
     split_layers,
 )
-from weightzip.core import FormatError, arm_decode
+from weightzip.core import FormatError, arm_decode, synth_decode
 
 
 def _shift(acc: np.ndarray, k: int) -> np.ndarray:
@@ -114,6 +118,11 @@ def decode_streams(streams: list[bytes], h: int, w: int, channels: int,
         levels = arm_decode(streams[2], shapes, arm_net(hd, groups), hd.alphabet, threads=threads)
     except (FormatError, ValueError) as e:  # ValueError: a net the core refuses (overflow bound)
         raise CoolChicNcError(f"corrupt coolchic latent stream ({e})") from None
-    a = synthesis(hd, groups, upsample_stack(levels, groups["up"], hd.k_up))
-    pix = np.clip(_shift(a * 255.0, F_A), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(pix.transpose(1, 2, 0)), hd
+    layers = hd.syn_layers()
+    ws = split_layers(groups["syn_w"], [(o, i, k, k) for o, i, k, _ in layers])
+    bs = split_layers(groups["syn_b"], [(o,) for o, *_ in layers])
+    net = [(w, b, f) for w, b, (*_, f) in zip(ws, bs, layers)]
+    try:  # the header and parameter checks keep every value inside the core's limits
+        return synth_decode(levels, groups["up"], hd.k_up, net, hd.k_syn), hd
+    except ValueError as e:
+        raise CoolChicNcError(f"undecodable coolchic file ({e})") from None
