@@ -110,7 +110,8 @@ def test_layers():
             assert not any(d.startswith("neurocodec.tools") for d in deps), m
         if m in ("neurocodec.api", "neurocodec.cli"):
             kinds = {d for d in deps if d.startswith(("neurocodec.runtime.image", "neurocodec.runtime.audio",
-                                                      "neurocodec.tools.image", "neurocodec.tools.audio"))}
+                                                      "neurocodec.tools.image", "neurocodec.tools.audio",
+                                                      "neurocodec.runtime.coolchic", "neurocodec.tools.coolchic"))}
             assert not kinds, f"{m} reaches a codec kind directly: {kinds}"
 
 

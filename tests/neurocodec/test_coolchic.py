@@ -259,3 +259,30 @@ def test_the_core_install_decodes_to_png(codec_dir, rgb_nc, tmp_path):
 
     (tmp_path / "g.png").write_bytes(png_bytes(gray))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "g.png")), gray)
+
+
+def test_cli_eval_fits_every_image_at_the_preset(codec_dir, tmp_path, capsys):
+    """`neurocodec eval` of a coolchic codec: the image kind's evaluation with each image fitted
+    at the preset; whole-file bpp and PSNR per quality, rising together."""
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(np.roll(smooth(32, 48), 7 * i, axis=1)).save(data / f"i{i}.png")
+    out = tmp_path / "ev"
+    assert main(["eval", "--codec", codec_dir, "--data", str(data), "--out", str(out), "--preset", "fast",
+                 "--qualities", "0,5", "--no-anchors"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    cur = res["curves"][res["codec"]]
+    assert cur["quality"] == [0, 5] and cur["n_images"] == [2, 2]
+    assert cur["bpp"][0] < cur["bpp"][1] and cur["psnr"][0] < cur["psnr"][1]
+    assert (out / "rd.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["eval", "--codec", codec_dir, "--data", str(data), "--out", str(tmp_path / "e2"),
+                 "--preset", "turbo"]) == 1
+    assert "preset" in capsys.readouterr().err
+    from neurocodec import tools
+
+    with pytest.raises(LookupError, match="no training"):
+        tools.for_kind("coolchic").train("coolchic", [str(data)])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from neurocodec.runtime.bitstream import NcFile
-from neurocodec.runtime.codec import Option
+from neurocodec.runtime.codec import Option, int_list
 from neurocodec.runtime.coolchic.format import CoolChicNcError, Header
 from neurocodec.runtime.image.codec import ImageCodec
 from neurocodec.runtime.image.io import IMAGE_SUFFIXES
@@ -36,7 +36,7 @@ class CoolChicCodec(ImageCodec):
 
     kind = "coolchic"
     implementation = "neurocodec.runtime.coolchic.loaded:FittedCoolChicCodec"
-    tools = ""  # none yet: evaluation comes with the tuned presets; an overfitted codec has no training
+    tools = "neurocodec.tools.coolchic.commands"  # evaluation; an overfitted codec has no training
     archs = ("coolchic",)
     input_suffixes = tuple(sorted(IMAGE_SUFFIXES))
     output_suffix = ".png"
@@ -46,6 +46,9 @@ class CoolChicCodec(ImageCodec):
         "encode": (Option("quality", nonneg_int, "image: quality index (see `neurocodec list`)"),
                    Option("preset", str, "coolchic: fast, medium or slow (bounds the fitting iterations)"),
                    Option("time_budget", positive_float, "coolchic: minutes of fitting at most (a float)")),
+        "eval": (Option("qualities", int_list, "image: comma-separated subset of the qualities"),
+                 Option("preset", str, "coolchic: fast, medium or slow"),
+                 Option("time_budget", positive_float, "coolchic: minutes of fitting per image at most")),
     }
 
     # -- class level ------------------------------------------------------------------
