@@ -247,13 +247,22 @@ LEGACY_NC = {  # files older code wrote: decoded, never re-encoded
 }
 
 
+FITTED_NC = {  # overfitted per image: written once, then decode-only (see README.md)
+    "coolchic_rgb40x24_q3.nc": {"codec": "coolchic", "input": "rgb40x24", "quality": 3, "preset": "fast"},
+    "coolchic_gray16x16_q1.nc": {"codec": "coolchic", "input": "gray16x16", "quality": 1, "preset": "fast"},
+}
+FITTED_NOTE = ("fitted per image (coolchic): the encoder is an optimisation whose bits follow torch's float "
+               "kernels on this CPU, so the file is written once and pins the decoder only")
+
+
 def make_nc(case: dict) -> bytes:
     """Encode a case with this neurocodec (torch on one thread: see README.md)."""
     import neurocodec
 
     x, sr = nc_inputs()[case["input"]]
     if sr is None:
-        return neurocodec.encode(x, codec=case["codec"], quality=case["quality"])
+        return neurocodec.encode(x, codec=case["codec"], quality=case["quality"],
+                                 **({"preset": case["preset"]} if "preset" in case else {}))
     return neurocodec.encode(x, sr, codec=case["codec"], kbps=case["kbps"])
 
 

@@ -52,17 +52,13 @@ def test_inputs_are_unchanged():
 
 def test_every_case_is_committed():
     assert {n for n, e in NC.items() if e["encode"]} == set(gd.nc_cases())
-    assert set(gd.LEGACY_NC) <= {n for n, e in NC.items() if not e["encode"]}
+    assert set(gd.LEGACY_NC) | set(gd.FITTED_NC) <= {n for n, e in NC.items() if not e["encode"]}
     assert all(e.get("legacy") for e in NC.values() if not e["encode"])  # says what it is
     kinds = {neurocodec.load_codec(e["codec"]).kind for e in NC.values() if e["encode"]}
     assert kinds == {"image", "audio"}
-    shipped = {c["name"] for c in neurocodec.list_codecs() if "/codecs/" in str(c.get("path", "")).replace("\\", "/")
-               and c["name"] not in PENDING}
-    assert shipped <= {e["codec"] for e in NC.values() if e["encode"]}, "a shipped codec has no golden file"
-
-
-# Shipped codecs whose format is still moving, each with the reason; nothing stays here for long.
-PENDING = {"coolchic": "issue 12: the presets are being tuned; its golden files come with the tuned format"}
+    shipped = {c["name"] for c in neurocodec.list_codecs() if "/codecs/" in str(c.get("path", "")).replace("\\", "/")}
+    pinned = {e["codec"] for e in NC.values() if e["encode"]} | {c["codec"] for c in gd.FITTED_NC.values()}
+    assert shipped <= pinned, "a shipped codec has no golden file"
 
 
 @pytest.mark.parametrize("name", list(NC))
@@ -116,7 +112,7 @@ def test_decoded_images_resemble_their_inputs():
     """A sanity check on what the bytes pin: real images, not noise."""
     inputs = gd.nc_inputs()
     for name, e in NC.items():
-        if e["encode"] and e["codec"] != "audio-rvq":
+        if "input" in e and e["codec"] != "audio-rvq":
             x = inputs[e["input"]][0].astype(np.float64)
             y = neurocodec.decode((gd.HERE / name).read_bytes()).astype(np.float64)
             assert 10 * np.log10(255 ** 2 / np.mean((x - y) ** 2)) > 20, name
