@@ -107,8 +107,8 @@ class CoolChicCodec(ImageCodec):
     def default_quality(self) -> int:
         return int(self.meta.get("default_quality", len(self.qualities) // 2))
 
-    def check_encode_args(self, quality: int | None = None, preset: str | None = None,
-                          time_budget: float | None = None) -> tuple[int, str, float | None]:
+    def check_encode_args(self, quality: int | None = None, preset: str | None = None,  # type: ignore[override]
+                          time_budget: float | None = None) -> tuple[int, str, float | None]:  # its own options
         """-> (quality, preset, time budget in seconds or None), or ValueError: before any work."""
         q = check_quality(quality, self.qualities, self.default_quality, self.name)
         preset = self.meta.get("default_preset", "medium") if preset is None else preset

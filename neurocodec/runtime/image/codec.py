@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,7 +22,7 @@ class ImageCodec(Codec):
     kind = "image"
     implementation = "neurocodec.runtime.image.loaded:LoadedImageCodec"
     tools = "neurocodec.tools.image.commands"
-    archs = ("hyperprior", "shallow")
+    archs: ClassVar[tuple[str, ...]] = ("hyperprior", "shallow")
     input_suffixes = tuple(sorted(IMAGE_SUFFIXES))
     output_suffix = ".png"
     input_hint = "a uint8 image array or an image file"
