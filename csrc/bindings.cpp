@@ -108,6 +108,14 @@ rans_indexed::Tables indexed_tables(const I32Array& cdfs, const I32Array& length
   return t;
 }
 
+// A coder's output as a uint8 array that owns it (no copy).
+py::array_t<uint8_t> bytes_to_numpy(std::unique_ptr<Bytes> out) {
+  const py::ssize_t n = py::ssize_t(out->size());
+  uint8_t* p = out->data();
+  py::capsule owner(out.release(), [](void* q) { delete static_cast<Bytes*>(q); });
+  return py::array_t<uint8_t>({n}, {py::ssize_t(1)}, p, owner);
+}
+
 py::array_t<uint8_t> indexed_encode(const I32Array& symbols, const I32Array& indexes,
                                     const I32Array& cdfs, const I32Array& cdf_lengths,
                                     const I32Array& offsets) {
@@ -119,10 +127,7 @@ py::array_t<uint8_t> indexed_encode(const I32Array& symbols, const I32Array& ind
     py::gil_scoped_release nogil;
     *out = rans_indexed::encode(symbols.data(), indexes.data(), size_t(symbols.size()), t);
   }
-  const py::ssize_t n = py::ssize_t(out->size());
-  uint8_t* p = out->data();
-  py::capsule owner(out.release(), [](void* q) { delete static_cast<Bytes*>(q); });
-  return py::array_t<uint8_t>({n}, {py::ssize_t(1)}, p, owner);
+  return bytes_to_numpy(std::move(out));
 }
 
 py::array_t<int32_t> indexed_decode(py::buffer payload, const I32Array& indexes,
@@ -197,10 +202,7 @@ py::array_t<uint8_t> arm_encode(const py::sequence& levels, const I32Array& cont
     py::gil_scoped_release nogil;
     *out = arm::encode(ptrs, shapes, net, alphabet, threads);
   }
-  const py::ssize_t n = py::ssize_t(out->size());
-  uint8_t* p = out->data();
-  py::capsule owner(out.release(), [](void* q) { delete static_cast<Bytes*>(q); });
-  return py::array_t<uint8_t>({n}, {py::ssize_t(1)}, p, owner);
+  return bytes_to_numpy(std::move(out));
 }
 
 py::list arm_decode(py::buffer payload, const py::sequence& shapes, const I32Array& context,

@@ -99,14 +99,6 @@ class CoolChicCodec(ImageCodec):
                              f"presets {', '.join(PRESETS)} with whole iteration counts")
         return cls(meta)
 
-    @property
-    def qualities(self) -> list[int]:
-        return list(range(len(self.meta["model"]["lmbdas"])))
-
-    @property
-    def default_quality(self) -> int:
-        return int(self.meta.get("default_quality", len(self.qualities) // 2))
-
     def check_encode_args(self, quality: int | None = None, preset: str | None = None,  # type: ignore[override]
                           time_budget: float | None = None) -> tuple[int, str, float | None]:  # its own options
         """-> (quality, preset, time budget in seconds or None), or ValueError: before any work."""
