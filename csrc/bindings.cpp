@@ -4,12 +4,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 
 #include "arm.hpp"
 #include "chunks.hpp"
+#include "lossy.hpp"
 #include "rans_indexed.hpp"
 #include "synthesis.hpp"
 #include "xxhash64.hpp"
@@ -47,14 +49,20 @@ py::array_t<uint8_t> to_numpy(MallocBytes buf, size_t n) {
 // Returns (payload uint8[total], table uint64[n, 3] = csize, rsize, checksum); see chunks.hpp.
 py::tuple py_encode_chunks(py::buffer data, int itemsize, int transform,
                            uint64_t chunk_bytes, int level, uint32_t row, int threads,
-                           int force_method) {
-  const ChunkSpec spec = make_spec(itemsize, transform, level, row, force_method);
+                           int force_method, py::object ref, int predictor) {
+  const ChunkSpec spec = make_spec(itemsize, transform, level, row, force_method, predictor);
   py::buffer_info info = data.request();
   const View in = contiguous(info, "data");
+  py::buffer_info rinfo;
+  View rv{nullptr, 0};
+  if (!ref.is_none()) {  // the same entry of a reference (see chunks.hpp)
+    rinfo = ref.cast<py::buffer>().request();
+    rv = contiguous(rinfo, "ref");
+  }
   EncodedChunks enc;
   {
     py::gil_scoped_release nogil;
-    enc = wz::encode_chunks(in.ptr, in.size, spec, chunk_bytes, threads);
+    enc = wz::encode_chunks(in.ptr, in.size, spec, chunk_bytes, threads, rv.ptr, rv.size);
   }
   const size_t n = enc.table.size();
   py::array_t<uint64_t> table({py::ssize_t(n), py::ssize_t(3)});
@@ -65,7 +73,8 @@ py::tuple py_encode_chunks(py::buffer data, int itemsize, int transform,
 
 // table: uint64[n, 4] = offset into payload, csize, rsize, checksum; see chunks.hpp.
 void py_decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_style> table,
-                      int itemsize, int transform, py::buffer out, int threads, bool verify) {
+                      int itemsize, int transform, py::buffer out, int threads, bool verify,
+                      py::object ref) {
   const ChunkSpec spec = make_spec(itemsize, transform, kDefault, 0, -1);
   py::buffer_info pin = payload.request();
   const View src = contiguous(pin, "payload");
@@ -75,9 +84,15 @@ void py_decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_sty
     throw std::invalid_argument("table must be (n, 4)");
   const size_t n = size_t(table.shape(0));
   const uint64_t* tab = table.data();
+  py::buffer_info rinfo;
+  View rv{nullptr, 0};
+  if (!ref.is_none()) {
+    rinfo = ref.cast<py::buffer>().request();
+    rv = contiguous(rinfo, "ref");
+  }
   py::gil_scoped_release nogil;
   wz::decode_chunks(src.ptr, src.size, tab, n, spec, const_cast<uint8_t*>(dst.ptr), dst.size,
-                    threads, verify);
+                    threads, verify, rv.ptr, rv.size);
 }
 
 uint64_t hash_buffer(py::buffer data) {
@@ -352,6 +367,84 @@ py::array_t<uint8_t> synth_decode(const py::sequence& levels, const I32Array& ta
   return out;
 }
 
+// ---- Lossy core: bound-checked quantiser + context-adaptive binary coder (lossy.hpp) ----
+
+quant::DType lossy_dtype(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "f32" || s == "float32") return quant::DType::kF32;
+  if (s == "f16" || s == "float16") return quant::DType::kF16;
+  if (s == "bf16" || s == "bfloat16") return quant::DType::kBF16;
+  if (s == "f64" || s == "float64") return quant::DType::kF64;
+  throw std::invalid_argument("lossy: dtype must be F32, F16, BF16 or F64, not " + s);
+}
+
+// An optional reference of exactly `size` bytes (nullptr for None).
+const uint8_t* lossy_ref(const py::object& ref, py::buffer_info& keep, size_t size) {
+  if (ref.is_none()) return nullptr;
+  keep = ref.cast<py::buffer>().request();
+  const View v = contiguous(keep, "pred");
+  if (v.size != size) throw std::invalid_argument("pred must have as many bytes as the data");
+  return v.ptr;
+}
+
+py::tuple lossy_encode(py::buffer data, const std::string& dtype, double step, double bound,
+                       const std::string& domain, py::object pred, uint32_t row, int threads,
+                       double theta) {
+  quant::Spec spec;
+  spec.dtype = lossy_dtype(dtype);
+  if (domain != "linear" && domain != "sqrt")
+    throw std::invalid_argument("lossy: domain must be 'linear' or 'sqrt'");
+  spec.domain = domain == "sqrt" ? quant::Domain::kSqrt : quant::Domain::kLinear;
+  spec.step = step;
+  spec.bound = bound;
+  spec.theta = theta;
+  quant::check_spec(spec);
+  py::buffer_info info = data.request(), pinfo;
+  const View in = contiguous(info, "data");
+  const size_t isz = size_t(quant::itemsize(spec.dtype));
+  if (in.size % isz) throw std::invalid_argument("data is not whole elements");
+  const uint8_t* pr = lossy_ref(pred, pinfo, in.size);
+  py::array_t<uint8_t> recon(py::ssize_t(in.size));
+  uint8_t* rp = recon.mutable_data();
+  auto out = std::make_unique<Bytes>();
+  {
+    py::gil_scoped_release nogil;
+    *out = lossy::encode(in.ptr, in.size / isz, pr, spec, row, threads, rp);
+  }
+  return py::make_tuple(bytes_to_numpy(std::move(out)), recon);
+}
+
+py::array_t<uint8_t> lossy_decode(py::buffer payload, uint64_t n, const std::string& dtype,
+                                  py::object pred, int threads) {
+  const quant::DType dt = lossy_dtype(dtype);
+  py::buffer_info info = payload.request(), pinfo;
+  const View src = contiguous(info, "payload");
+  const size_t isz = size_t(quant::itemsize(dt));
+  if (n > (uint64_t(1) << 48)) throw std::invalid_argument("lossy: n is too large");
+  const uint8_t* pr = lossy_ref(pred, pinfo, size_t(n) * isz);
+  py::array_t<uint8_t> out(py::ssize_t(n * isz));
+  uint8_t* op = out.mutable_data();
+  py::gil_scoped_release nogil;
+  lossy::decode(src.ptr, src.size, size_t(n), dt, pr, op, threads);
+  return out;
+}
+
+py::dict lossy_info(py::buffer payload) {
+  py::buffer_info info = payload.request();
+  const View src = contiguous(info, "payload");
+  const lossy::Info i = lossy::info(src.ptr, src.size);
+  static const char* names[] = {"F32", "F16", "BF16", "F64"};
+  py::dict d;
+  d["dtype"] = names[int(i.dtype)];
+  d["domain"] = i.domain == quant::Domain::kSqrt ? "sqrt" : "linear";
+  d["predicted"] = i.predicted;
+  d["step"] = i.step;
+  d["n"] = i.n;
+  d["row"] = i.row;
+  d["exceptions"] = i.exceptions;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -369,10 +462,11 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("encode_chunks", &py_encode_chunks, py::arg("data"), py::arg("itemsize"),
         py::arg("transform"), py::arg("chunk_bytes"), py::arg("level"), py::arg("row") = 0,
-        py::arg("threads") = 0, py::arg("force_method") = -1);
+        py::arg("threads") = 0, py::arg("force_method") = -1, py::arg("ref") = py::none(),
+        py::arg("predictor") = -1);
   m.def("decode_chunks", &py_decode_chunks, py::arg("payload"), py::arg("table"),
         py::arg("itemsize"), py::arg("transform"), py::arg("out"), py::arg("threads") = 0,
-        py::arg("verify") = true);
+        py::arg("verify") = true, py::arg("ref") = py::none());
   m.def("xxh64", &hash_buffer, py::arg("data"));
   m.def("zstd_available", &zstd::available);
   m.def("stream_count", [](int transform, int itemsize) {
@@ -405,4 +499,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("weights"), py::arg("biases"), py::arg("flags"), py::arg("k_syn"),
         "Latent levels -> pixels, uint8[H, W, planes] (upsample, synthesis, conversion)");
   m.def("synth_kernel", &syn::kernel_name, "-> the synthesis kernels in use: avx512, avx2, generic");
+  m.def("lossy_encode", &lossy_encode, py::arg("data"), py::arg("dtype"), py::arg("step"),
+        py::arg("bound"), py::arg("domain") = "linear", py::arg("pred") = py::none(),
+        py::arg("row") = 0, py::arg("threads") = 1, py::arg("theta") = 0.5,
+        "Bound-checked quantisation + CABAC of a float buffer -> (payload, recon), uint8 arrays");
+  m.def("lossy_decode", &lossy_decode, py::arg("payload"), py::arg("n"), py::arg("dtype"),
+        py::arg("pred") = py::none(), py::arg("threads") = 1,
+        "Inverse of lossy_encode -> the reconstruction, uint8[n * itemsize]");
+  m.def("lossy_info", &lossy_info, py::arg("payload"),
+        "-> dict(dtype, domain, predicted, step, n, row, exceptions) of a lossy payload");
 }

@@ -41,8 +41,10 @@ bool rans_encode(const uint8_t* x, size_t n, const rans::Stats& st, const uint8_
   return *est < cap && rans::encode(x, n, side, m, out, cap);
 }
 
+}  // namespace
+
 // Code a stream with every candidate the level allows; keep the smallest actual output.
-Method code_stream(const uint8_t* x, size_t n, const rans::Stats& st, const uint8_t* side,
+Method detail::code_stream(const uint8_t* x, size_t n, const rans::Stats& st, const uint8_t* side,
                    const ChunkSpec& spec, Scratch& s, Bytes& best) {
   const uint32_t* hist = st.hist;
   int nsym = 0;
@@ -122,19 +124,51 @@ Method code_stream(const uint8_t* x, size_t n, const rans::Stats& st, const uint
   return method;
 }
 
+void detail::decode_stream(Method m, const uint8_t* body, size_t len, const uint8_t* side,
+                           uint8_t* out, size_t n) {
+  switch (m) {
+    case Method::kRaw:
+      if (len != n) throw FormatError("raw stream has the wrong length");
+      if (n) std::memcpy(out, body, n);
+      return;
+    case Method::kConst:
+      if (len != 1) throw FormatError("constant stream has the wrong length");
+      std::memset(out, body[0], n);
+      return;
+    case Method::kRans: {
+      rans::Decoder dec(body, len);
+      if (dec.needs_side() && !side) throw FormatError("rANS: side stream missing");
+      dec.decode(out, n, side);
+      dec.finish();
+      return;
+    }
+    case Method::kZstd:
+      zstd::decompress(body, len, out, n);
+      return;
+    case Method::kCm:
+      cm::decode(body, len, side, out, n);
+      return;
+  }
+  throw FormatError("unknown stream method");
+}
+
+namespace {
+using detail::code_stream;
 }  // namespace
 
 size_t chunk_bound(size_t nbytes, const ChunkSpec& spec) {
   const size_t k = size_t(transform_width(spec.transform, spec.itemsize));
   // Unforced chunks never exceed 1 + nbytes (the stored form); forced rANS of random bytes
   // costs up to 2 bytes per symbol plus tables.
-  return 5 * k + (spec.force_method < 0 ? nbytes : 3 * nbytes + 8192 * k);
+  return 2 + 5 * k + (spec.force_method < 0 ? nbytes : 3 * nbytes + 8192 * k);
 }
 
 size_t encode_chunk(const uint8_t* src, size_t nbytes, const ChunkSpec& spec, uint8_t* out,
-                    Scratch& s) {
+                    Scratch& s, const uint8_t* ref) {
   const int k = transform_width(spec.transform, spec.itemsize);
   if (nbytes % size_t(k)) throw std::invalid_argument("chunk is not a whole number of elements");
+  if (ref && spec.force_method < 0 && spec.predictor != 0)
+    if (size_t len = detail::encode_conditioned(src, nbytes, spec, ref, out, s)) return len;
   const size_t n = nbytes / size_t(k);
   const uint8_t* planes[16];
   uint8_t* wplanes[16];
@@ -176,9 +210,13 @@ size_t encode_chunk(const uint8_t* src, size_t nbytes, const ChunkSpec& spec, ui
 }
 
 void decode_chunk(const uint8_t* payload, size_t len, const ChunkSpec& spec, uint8_t* dst,
-                  size_t nbytes, Scratch& s) {
+                  size_t nbytes, Scratch& s, const uint8_t* ref, const uint8_t* dict,
+                  size_t dict_size) {
   const int k = transform_width(spec.transform, spec.itemsize);
   if (nbytes % size_t(k)) throw FormatError("chunk size is not a whole number of elements");
+  if (len >= 1 && payload[0] == kConditioned) {
+    return detail::decode_conditioned(payload, len, spec, ref, dict, dict_size, dst, nbytes, s);
+  }
   const size_t n = nbytes / size_t(k);
   Reader r(payload, len);
   if (len >= 1 && payload[0] == kStored) {

@@ -9,21 +9,26 @@
 
 namespace wz {
 
-ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int force_method) {
+ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int force_method,
+                    int predictor) {
   ChunkSpec spec;
   spec.transform = Transform(transform);
   spec.itemsize = itemsize;
   spec.level = level;
   spec.row = row;
   spec.force_method = force_method;
+  spec.predictor = predictor;
   transform_width(spec.transform, itemsize);  // validates
   if (level < kFast || level > kMax) throw std::invalid_argument("level must be 0, 1 or 2");
   if (force_method >= kNumMethods) throw std::invalid_argument("unknown method");
+  if (predictor < -1 || predictor >= kNumPredictors) throw std::invalid_argument("unknown predictor");
   return spec;
 }
 
 EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& spec,
-                            uint64_t chunk_bytes, int threads) {
+                            uint64_t chunk_bytes, int threads, const uint8_t* ref,
+                            size_t ref_size) {
+  const bool aligned = ref && ref_size == size;
   const uint64_t itemsize = uint64_t(spec.itemsize);
   if (chunk_bytes == 0 || chunk_bytes > kMaxChunkBytes || chunk_bytes % itemsize)
     throw std::invalid_argument("chunk_bytes must be a positive multiple of the item size");
@@ -48,7 +53,18 @@ EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& s
     const size_t off = i * chunk_bytes;
     const size_t len = std::min<size_t>(chunk_bytes, size - off);
     uint8_t* out = buf.get() + (serial ? total : at[i]);
-    const size_t csize = encode_chunk(data + off, len, spec, out, scratch[size_t(w)]);
+    Scratch& sc = scratch[size_t(w)];
+    size_t csize = encode_chunk(data + off, len, spec, out, sc, aligned ? ref + off : nullptr);
+    if (ref && !aligned && spec.force_method < 0 && spec.predictor != 0) {
+      sc.block.resize(csize);  // the independent form, kept unless the dictionary beats it
+      std::memcpy(sc.block.data(), out, csize);
+      const size_t d = detail::encode_dict(data + off, len, spec, ref, ref_size, out, csize, sc);
+      if (d) {
+        csize = d;
+      } else {
+        std::memcpy(out, sc.block.data(), csize);
+      }
+    }
     if (serial) total += csize;
     tab[i] = {csize, len, chunk_checksum(data + off, len)};
   });
@@ -66,8 +82,9 @@ EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& s
 
 void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,
                    const ChunkSpec& spec, uint8_t* out, size_t out_size, int threads,
-                   bool verify) {
+                   bool verify, const uint8_t* ref, size_t ref_size) {
   constexpr size_t C = kDecodeColumns;
+  const bool aligned = ref && ref_size == out_size;
   std::vector<size_t> dst_off(n);
   size_t total = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -85,7 +102,9 @@ void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, s
     const uint8_t* p = payload + table[C * i];
     const size_t csize = table[C * i + 1], rsize = table[C * i + 2];
     uint8_t* dst = out + dst_off[i];
-    decode_chunk(p, csize, spec, dst, rsize, scratch[size_t(w)]);
+    decode_chunk(p, csize, spec, dst, rsize, scratch[size_t(w)],
+                 aligned ? ref + dst_off[i] : nullptr, aligned ? ref + dst_off[i] : ref,
+                 aligned ? rsize : ref_size);
     if (verify && chunk_checksum(dst, rsize) != table[C * i + 3])
       throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
   });

@@ -27,7 +27,7 @@ constexpr uint64_t kMaxChunkBytes = 1ULL << 30;
 // kFast..kMax, force_method < kNumMethods (std::invalid_argument). transform is cast to the
 // Transform enum as it is.
 ChunkSpec make_spec(int itemsize, int transform, int level = kDefault, uint32_t row = 0,
-                    int force_method = -1);
+                    int force_method = -1, int predictor = -1);
 
 // The checksum a chunk table stores: the low 32 bits of xxh64 of the raw chunk.
 inline uint64_t chunk_checksum(const uint8_t* p, size_t n) { return xxh64(p, n) & 0xffffffffu; }
@@ -54,9 +54,13 @@ struct EncodedChunks {
 // Split data[0, size) into chunks of chunk_bytes (the last may be shorter) and encode them
 // with up to threads workers (0: one per core). The output does not depend on threads.
 // Throws std::invalid_argument unless 0 < chunk_bytes <= kMaxChunkBytes, chunk_bytes is a
-// multiple of spec.itemsize and size is whole elements.
+// multiple of spec.itemsize and size is whole elements. With ref (ref_size bytes: the same
+// entry of a reference): if ref_size == size, chunk i may be coded against ref + i *
+// chunk_bytes (chunk_ref.cpp); otherwise each chunk may be a zstd frame with the whole ref as
+// its dictionary (entries whose size changed, e.g. a growing JSON log).
 EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& spec,
-                            uint64_t chunk_bytes, int threads);
+                            uint64_t chunk_bytes, int threads, const uint8_t* ref = nullptr,
+                            size_t ref_size = 0);
 
 // Columns of a decoding table row: offset into the payload, csize, rsize, checksum.
 constexpr size_t kDecodeColumns = 4;
@@ -66,8 +70,11 @@ constexpr size_t kDecodeColumns = 4;
 // it checks every row (FormatError: chunk outside the payload, rsize above kMaxChunkBytes or
 // not whole elements, rsizes not adding up to out_size). With verify, each decoded chunk's
 // checksum is compared with the table's (ChecksumError). Decodes with up to threads workers.
+// ref (ref_size bytes) is the reference the chunks were coded against, if any: aligned chunk
+// by chunk if ref_size == out_size, else the dictionary of every chunk (as encode_chunks
+// made them); a chunk coded against a reference without one is a FormatError.
 void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,
                    const ChunkSpec& spec, uint8_t* out, size_t out_size, int threads,
-                   bool verify);
+                   bool verify, const uint8_t* ref = nullptr, size_t ref_size = 0);
 
 }  // namespace wz

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <mutex>
+#include <new>
 
 namespace wz::zstd {
 
@@ -13,7 +14,15 @@ struct Api {
   size_t (*compress)(void*, size_t, const void*, size_t, int) = nullptr;
   size_t (*decompress)(void*, size_t, const void*, size_t) = nullptr;
   unsigned (*is_error)(size_t) = nullptr;
-  bool ok = false;
+  void* (*create_cctx)() = nullptr;
+  size_t (*free_cctx)(void*) = nullptr;
+  void* (*create_dctx)() = nullptr;
+  size_t (*free_dctx)(void*) = nullptr;
+  size_t (*compress_dict)(void*, void*, size_t, const void*, size_t, const void*, size_t, int) =
+      nullptr;
+  size_t (*decompress_dict)(void*, void*, size_t, const void*, size_t, const void*, size_t) =
+      nullptr;
+  bool ok = false, dict_ok = false;
 };
 
 const Api& api() {
@@ -33,6 +42,18 @@ const Api& api() {
         dlsym(h, "ZSTD_decompress"));
     a.is_error = reinterpret_cast<unsigned (*)(size_t)>(dlsym(h, "ZSTD_isError"));
     a.ok = a.compress_bound && a.compress && a.decompress && a.is_error;
+    a.create_cctx = reinterpret_cast<void* (*)()>(dlsym(h, "ZSTD_createCCtx"));
+    a.free_cctx = reinterpret_cast<size_t (*)(void*)>(dlsym(h, "ZSTD_freeCCtx"));
+    a.create_dctx = reinterpret_cast<void* (*)()>(dlsym(h, "ZSTD_createDCtx"));
+    a.free_dctx = reinterpret_cast<size_t (*)(void*)>(dlsym(h, "ZSTD_freeDCtx"));
+    a.compress_dict = reinterpret_cast<size_t (*)(void*, void*, size_t, const void*, size_t,
+                                                  const void*, size_t, int)>(
+        dlsym(h, "ZSTD_compress_usingDict"));
+    a.decompress_dict = reinterpret_cast<size_t (*)(void*, void*, size_t, const void*, size_t,
+                                                    const void*, size_t)>(
+        dlsym(h, "ZSTD_decompress_usingDict"));
+    a.dict_ok = a.ok && a.create_cctx && a.free_cctx && a.create_dctx && a.free_dctx &&
+                a.compress_dict && a.decompress_dict;
   });
   return a;
 }
@@ -56,6 +77,31 @@ void decompress(const uint8_t* in, size_t len, uint8_t* out, size_t n) {
   if (!a.ok) throw FormatError("stream is zstd-coded but libzstd.so.1 could not be loaded");
   // The frame header's content size is not trusted: the output buffer is exactly n bytes.
   size_t r = a.decompress(out, n, in, len);
+  if (a.is_error(r) || r != n) throw FormatError("zstd: corrupt stream");
+}
+
+bool compress_dict(const uint8_t* in, size_t n, const uint8_t* dict, size_t dsize, int level,
+                   Bytes& out, size_t cap) {
+  const Api& a = api();
+  if (!a.dict_ok) return false;
+  void* cctx = a.create_cctx();
+  if (!cctx) return false;
+  out.resize(a.compress_bound(n));
+  const size_t r = a.compress_dict(cctx, out.data(), out.size(), in, n, dict, dsize, level);
+  a.free_cctx(cctx);
+  if (a.is_error(r) || r >= cap) return false;
+  out.resize(r);
+  return true;
+}
+
+void decompress_dict(const uint8_t* in, size_t len, const uint8_t* dict, size_t dsize,
+                     uint8_t* out, size_t n) {
+  const Api& a = api();
+  if (!a.dict_ok) throw FormatError("stream is zstd-coded with a dictionary but libzstd.so.1 could not be loaded");
+  void* dctx = a.create_dctx();
+  if (!dctx) throw std::bad_alloc();
+  const size_t r = a.decompress_dict(dctx, out, n, in, len, dict, dsize);
+  a.free_dctx(dctx);
   if (a.is_error(r) || r != n) throw FormatError("zstd: corrupt stream");
 }
 

@@ -19,4 +19,11 @@ bool compress(const uint8_t* in, size_t n, int level, Bytes& out, size_t cap);
 // Decompress exactly n bytes; throws FormatError otherwise.
 void decompress(const uint8_t* in, size_t len, uint8_t* out, size_t n);
 
+// The same with dict (dsize bytes of raw content, e.g. the same file in a reference
+// checkpoint) as a dictionary: ZSTD_compress_usingDict / ZSTD_decompress_usingDict.
+bool compress_dict(const uint8_t* in, size_t n, const uint8_t* dict, size_t dsize, int level,
+                   Bytes& out, size_t cap);
+void decompress_dict(const uint8_t* in, size_t len, const uint8_t* dict, size_t dsize,
+                     uint8_t* out, size_t n);
+
 }  // namespace wz::zstd

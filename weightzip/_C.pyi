@@ -30,7 +30,10 @@ _Buffer: TypeAlias = Buffer | npt.NDArray[Any]
 # copy); table: uint64[n, 3] with columns csize, rsize, checksum (the low 32 bits of xxh64 of
 # the raw chunk). ValueError for bad chunk_bytes, level, force_method, data not whole
 # elements, or a forced method that cannot code a stream; FormatError for a transform that
-# is unknown or does not match itemsize.
+# is unknown or does not match itemsize. `ref` (the same entry of a reference checkpoint)
+# lets chunk i be coded against ref's chunk i if ref has the size of data, else lets every
+# chunk be a zstd frame with the whole ref as its dictionary (0xFE chunks, docs/format.md);
+# `predictor` -1 chooses, 0 codes independently, 1-3 forces XOR/SUB/SUBLEN (measurements).
 def encode_chunks(
     data: _Buffer,
     itemsize: _Int,
@@ -40,6 +43,8 @@ def encode_chunks(
     row: _Int = 0,
     threads: _Int = 0,
     force_method: _Int = -1,
+    ref: _Buffer | None = None,
+    predictor: _Int = -1,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64]]: ...
 
 # Decodes the chunks `table` describes into `out` (writable; its size must be the sum of the
@@ -47,7 +52,9 @@ def encode_chunks(
 # offset into `payload`, csize, rsize, checksum (other integer arrays and Fortran order are
 # converted). Every row is checked before anything is decoded (FormatError: chunk outside
 # the payload, bad chunk size, sizes not adding up); with `verify`, each chunk's checksum
-# (ChecksumError). ValueError unless table is (n, 4).
+# (ChecksumError). ValueError unless table is (n, 4). `ref`: the reference the chunks were
+# coded against (aligned if it has the size of out, else their dictionary), as encode_chunks
+# took it; a 0xFE chunk without it is a FormatError.
 def decode_chunks(
     payload: _Buffer,
     table: npt.ArrayLike,
@@ -56,6 +63,7 @@ def decode_chunks(
     out: _Buffer,
     threads: _Int = 0,
     verify: bool = True,
+    ref: _Buffer | None = None,
 ) -> None: ...
 
 # XXH64 (seed 0) of the buffer's bytes.
@@ -165,3 +173,41 @@ def synth_decode(
 
 # The synthesis kernels in use: "avx512", "avx2" or "generic" (WEIGHTZIP_SIMD caps them).
 def synth_kernel() -> str: ...
+
+# Lossy core (csrc/lossy.hpp, quant.hpp, cabac.hpp; weightzip.lossy is the Python API). dtype:
+# "F32", "F16", "BF16", "F64" (or the numpy names); domain: "linear" or "sqrt" (√x is coded,
+# for Adam's exp_avg_sq). Buffers are read as raw little-endian elements.
+
+# (payload, recon) = lossy_encode(...): quantise data with `step` (Δ >= 0), check every
+# element against `bound` (|x̂ − x| <= bound; sqrt domain: |√x̂ − √x| <= bound; failures,
+# NaN/±Inf are stored exactly) and code the indices with the context-adaptive binary coder.
+# pred: the reconstructed reference (same size as data) for closed-loop deltas; row: the row
+# length for the "above" context (0: none); theta: the rounding offset (0.5 uniform, < 0.5 a
+# dead zone); threads: workers over 256 Ki-element segments (the bytes do not depend on it).
+# payload and recon are uint8 arrays (recon: the decoder's output, data's size). ValueError
+# for a bad dtype, domain, step, bound, theta, data not whole elements or a pred of another size.
+def lossy_encode(
+    data: _Buffer,
+    dtype: str,
+    step: float,
+    bound: float,
+    domain: str = "linear",
+    pred: _Buffer | None = None,
+    row: _Int = 0,
+    threads: _Int = 1,
+    theta: float = 0.5,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]: ...
+
+# The reconstruction (uint8[n · itemsize]) of a lossy_encode payload of n elements of dtype;
+# pred: the same reference (required exactly when the payload is predicted). FormatError for a
+# malformed payload or one whose n, dtype or prediction does not match.
+def lossy_decode(
+    payload: _Buffer,
+    n: _Int,
+    dtype: str,
+    pred: _Buffer | None = None,
+    threads: _Int = 1,
+) -> npt.NDArray[np.uint8]: ...
+
+# A payload's header: {"dtype", "domain", "predicted", "step", "n", "row", "exceptions"}.
+def lossy_info(payload: _Buffer) -> dict[str, Any]: ...

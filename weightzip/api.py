@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 import numpy as np
 from tqdm import tqdm
 
-from . import inputs, torch_io
+from . import inputs, refs, torch_io
 from .atomic import atomic_folder, atomic_path  # noqa: F401  (atomic_path: re-exported)
 from .container import Reader, Writer, check_threads, slabs_of
 from .dtypes import by_name, from_numpy, from_torch
@@ -36,11 +36,15 @@ def _source_size(src: Path) -> int:
 
 
 def pack(src: PathLike, dst: PathLike | None = None, level: str = DEFAULT_LEVEL,
-         threads: int | None = None, progress: bool | None = None, overwrite: bool = False) -> Path:
+         threads: int | None = None, progress: bool | None = None, overwrite: bool = False,
+         ref: PathLike | None = None) -> Path:
     """Compress a .safetensors file, HF model folder, torch checkpoint or .npy/.npz into .wz.
 
     dst defaults to SRC.wz beside the source; an existing folder means SRC.wz inside it. An
-    existing dst is replaced only with overwrite=True (FileExistsError otherwise)."""
+    existing dst is replaced only with overwrite=True (FileExistsError otherwise). With `ref`
+    (an earlier .wz of the same model, e.g. the previous checkpoint), tensors and blobs that
+    match one of it (same file, name, dtype, shape) are coded against it: unpacking then needs
+    that exact reference (found beside the .wz by name, or given with ref=)."""
     src = Path(src)
     check_threads(threads)
     if not src.exists():
@@ -51,17 +55,19 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = DEFAULT_LEVEL,
         dst = dst / (src_abs.name + ".wz")
     if dst.resolve() == src_abs or (src.is_dir() and src_abs in dst.resolve().parents):
         raise ValueError(f"{dst}: the output must not be the input or lie inside the input folder")
+    rsrc = refs.RefSource(ref, dst) if ref is not None else None
     with _bar(_source_size(src), f"pack {src.name}", progress) as bar, \
-            atomic_path(dst, overwrite) as tmp, builtins.open(tmp, "wb") as f:
-        w = Writer(f, level, threads, on_bytes=bar.update)
+            atomic_path(dst, overwrite) as tmp, builtins.open(tmp, "wb") as f, _closing(rsrc):
+        w = Writer(f, level, threads, on_bytes=bar.update, ref=rsrc)
         files: list[dict[str, Any]] = []
         metadata: dict = {}
         source: dict[str, Any]
         if src.is_dir():
             source = {"kind": "folder"}
             for p in inputs.walk_folder(src):
+                w.file = p.relative_to(src).as_posix()  # matches the reference's file of this path
                 parts, how, meta = inputs.add_file(w, p)
-                files.append({"path": p.relative_to(src).as_posix(), "parts": parts, "as": how})
+                files.append({"path": w.file, "parts": parts, "as": how})
         elif (arrays := _npz_arrays(w, src)) is not None:
             source = {"kind": "npz-arrays", "arrays": arrays}
         else:
@@ -71,6 +77,20 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = DEFAULT_LEVEL,
         source["name"] = src_abs.name  # what unpack() restores by default
         w.finish(files, source, metadata)
     return dst
+
+
+class _closing:
+    """Close an optional resource (None: nothing) on exit."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __enter__(self) -> Any:
+        return self.obj
+
+    def __exit__(self, *exc) -> None:
+        if self.obj is not None:
+            self.obj.close()
 
 
 def _npz_arrays(w: Writer, p: Path) -> list[dict] | None:
@@ -89,7 +109,8 @@ def _npz_arrays(w: Writer, p: Path) -> list[dict] | None:
 
 
 def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = None,
-           progress: bool | None = None, overwrite: bool = False) -> Path:
+           progress: bool | None = None, overwrite: bool = False,
+           ref: PathLike | list[PathLike] | None = None) -> Path:
     """Restore what pack() stored: the same bytes (or, for npz-compressed and old torch .wz
     files, the same tensors).
 
@@ -97,36 +118,44 @@ def unpack(src: PathLike, dst: PathLike | None = None, threads: int | None = Non
     folder as dst receives a packed file under its original name. A packed folder unpacked
     into an existing folder writes only the files it restores: one that already exists is
     replaced only with overwrite=True (checked before anything is written), and nothing else
-    in the folder is touched. A single output file is never replaced without overwrite=True."""
+    in the folder is touched. A single output file is never replaced without overwrite=True.
+    A delta (packed with a reference) needs its reference: given with `ref` (several for a
+    chain), or found by name beside the .wz (RefError otherwise)."""
     src = Path(src)
     check_threads(threads)
     with builtins.open(src, "rb") as f:
         r = Reader(f)
-        kind = r.source.get("kind")
-        if kind == "array":
-            raise FormatError("this .wz holds an array from weightzip.compress(): use weightzip.decompress()")
-        dst = _unpack_target(src, r, None if dst is None else Path(dst))
-        total = sum(e.nbytes for e in r.entries)
-        if kind == "folder":
-            with _bar(total, f"unpack {src.name}", progress) as bar, atomic_folder(dst, overwrite) as tmp:
-                for fd in r.files:
-                    out = _safe_join(tmp, fd["path"])
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    _write_parts(r, fd["parts"], out, threads, bar)
-            return dst
-        with _bar(total, f"unpack {src.name}", progress) as bar, atomic_path(dst, overwrite) as tmp:
-            if kind == "torch":
-                obj = _from_index(lambda: torch_io.rebuild(
-                    r.source["tree"], lambda i: _tensor(r, _entry_index(r, i), "torch", threads)))
-                torch_io.save_checkpoint(obj, tmp)
-            elif kind == "npz-arrays":
-                arrays = _from_index(lambda: {a["name"]: _npz_array(r, a, threads) for a in r.source["arrays"]})
-                with builtins.open(tmp, "wb") as fo:  # a file object: numpy adds no suffix
-                    np.savez_compressed(fo, **arrays)
-            else:
-                if len(r.files) != 1:
-                    raise FormatError("corrupt index: expected exactly one file")
-                _write_parts(r, r.files[0]["parts"], tmp, threads, bar)
+        with refs.attach(r, src, ref):
+            return _unpack(src, r, dst, threads, progress, overwrite)
+
+
+def _unpack(src: Path, r: Reader, dst: PathLike | None, threads: int | None,
+            progress: bool | None, overwrite: bool) -> Path:
+    kind = r.source.get("kind")
+    if kind == "array":
+        raise FormatError("this .wz holds an array from weightzip.compress(): use weightzip.decompress()")
+    dst = _unpack_target(src, r, None if dst is None else Path(dst))
+    total = sum(e.nbytes for e in r.entries)
+    if kind == "folder":
+        with _bar(total, f"unpack {src.name}", progress) as bar, atomic_folder(dst, overwrite) as tmp:
+            for fd in r.files:
+                out = _safe_join(tmp, fd["path"])
+                out.parent.mkdir(parents=True, exist_ok=True)
+                _write_parts(r, fd["parts"], out, threads, bar)
+        return dst
+    with _bar(total, f"unpack {src.name}", progress) as bar, atomic_path(dst, overwrite) as tmp:
+        if kind == "torch":
+            obj = _from_index(lambda: torch_io.rebuild(
+                r.source["tree"], lambda i: _tensor(r, _entry_index(r, i), "torch", threads)))
+            torch_io.save_checkpoint(obj, tmp)
+        elif kind == "npz-arrays":
+            arrays = _from_index(lambda: {a["name"]: _npz_array(r, a, threads) for a in r.source["arrays"]})
+            with builtins.open(tmp, "wb") as fo:  # a file object: numpy adds no suffix
+                np.savez_compressed(fo, **arrays)
+        else:
+            if len(r.files) != 1:
+                raise FormatError("corrupt index: expected exactly one file")
+            _write_parts(r, r.files[0]["parts"], tmp, threads, bar)
     return dst
 
 
@@ -202,11 +231,13 @@ def _tensor(r: Reader, idx: int, framework: str, threads: int | None):
 class WzFile:
     """Lazy, random-access view of a .wz file (like safetensors.safe_open)."""
 
-    def __init__(self, path: PathLike, framework: str = "numpy", threads: int | None = None):
+    def __init__(self, path: PathLike, framework: str = "numpy", threads: int | None = None,
+                 ref: PathLike | list[PathLike] | None = None):
         self.framework, self.threads = framework, threads
         self._f = builtins.open(path, "rb")
         try:
             self._r = Reader(self._f)
+            self._refs = refs.attach(self._r, path, ref)
         except BaseException:
             self._f.close()
             raise
@@ -237,6 +268,7 @@ class WzFile:
         return self._r
 
     def close(self) -> None:
+        self._refs.close()
         self._f.close()
 
     def __enter__(self) -> WzFile:
@@ -246,13 +278,15 @@ class WzFile:
         self.close()
 
 
-def open(path: PathLike, framework: str = "numpy", threads: int | None = None) -> WzFile:  # noqa: A001
-    return WzFile(path, framework, threads)
+def open(path: PathLike, framework: str = "numpy", threads: int | None = None,  # noqa: A001
+         ref: PathLike | list[PathLike] | None = None) -> WzFile:
+    return WzFile(path, framework, threads, ref)
 
 
-def load(path: PathLike, framework: str = "numpy", threads: int | None = None) -> dict[str, Any]:
+def load(path: PathLike, framework: str = "numpy", threads: int | None = None,
+         ref: PathLike | list[PathLike] | None = None) -> dict[str, Any]:
     """Decode every tensor of a .wz file into a dict name -> array/tensor."""
-    with WzFile(path, framework, threads) as wf:
+    with WzFile(path, framework, threads, ref) as wf:
         return {k: wf.get_tensor(k) for k in wf.keys()}
 
 
@@ -274,9 +308,10 @@ def _as_bytes(name: str, t: Any) -> tuple[Any, tuple[int, ...], memoryview]:
 
 def save(tensors: Mapping[str, Any], path: PathLike, level: str = DEFAULT_LEVEL,
          metadata: Mapping[str, str] | None = None, threads: int | None = None,
-         overwrite: bool = False) -> Path:
+         overwrite: bool = False, ref: PathLike | None = None) -> Path:
     """Write tensors to .wz; unpack() of it yields a valid .safetensors file. An existing
-    path is replaced only with overwrite=True."""
+    path is replaced only with overwrite=True. With `ref` (an earlier save() of the same
+    names, e.g. the previous checkpoint) tensors are coded against it, as in pack()."""
     items = [(name, *_as_bytes(name, t)) for name, t in tensors.items()]
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     off = 0
@@ -286,8 +321,9 @@ def save(tensors: Mapping[str, Any], path: PathLike, level: str = DEFAULT_LEVEL,
     js = json.dumps(header, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 8)  # safetensors pads the header to 8 bytes
     path = Path(path)
-    with atomic_path(path, overwrite) as tmp, builtins.open(tmp, "wb") as f:
-        w = Writer(f, level, threads)
+    rsrc = refs.RefSource(ref, path) if ref is not None else None
+    with atomic_path(path, overwrite) as tmp, builtins.open(tmp, "wb") as f, _closing(rsrc):
+        w = Writer(f, level, threads, ref=rsrc)
         parts = [w.add_blob(len(js).to_bytes(8, "little") + js)]
         parts += [w.add_tensor(name, dt, shape, slabs_of(buf)) for name, dt, shape, buf in items]
         w.finish([{"path": path.with_suffix("").name or "tensors", "parts": parts}],

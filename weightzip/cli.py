@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import api, clitools, inspect
+from . import api, cli_series, clitools, inspect
 from .levels import DEFAULT_LEVEL, LEVEL_NAMES
 
 
@@ -24,6 +24,8 @@ def _print_info(d: dict) -> None:
     blobs = [e for e in d["entries"] if e["kind"] == "blob"]
     w = max([len(e["name"]) for e in rows] + [6])
     print(f"{d['file']}: source {d['source']}, level {d['level']}, {len(d['files'])} file(s)")
+    if d.get("ref"):
+        print(f"delta against {d['ref']['name']} (index {d['ref']['index_xxh64']}, {d['ref']['size']:,} bytes)")
     print(f"{'tensor':<{w}}  {'dtype':<7} {'shape':<18} {'bytes':>10} -> {'stored':>10}  {'ratio':>7}  codecs")
     for e in rows:
         codecs = ",".join(f"{k}:{v}" for k, v in sorted(e["codecs"].items()))
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("src")
     pk.add_argument("-o", "--output", help="output .wz file, or an existing folder to write SRC.wz into")
     pk.add_argument("--level", choices=LEVEL_NAMES, default=DEFAULT_LEVEL)
+    pk.add_argument("--ref", help="an earlier .wz of the same model (e.g. the previous checkpoint): "
+                    "matching tensors are coded against it, and unpacking needs it")
     un = sub.add_parser("unpack", help="restore the original file(s) from a .wz",
                         epilog="The output defaults to the original file or folder name, beside the .wz. "
                         "A packed folder unpacked into an existing folder writes only the files it "
@@ -72,15 +76,29 @@ def main(argv: list[str] | None = None) -> int:
     ver.add_argument("file")
     ver.add_argument("original", nargs="?")
     ver.add_argument("--threads", type=clitools.positive_int, default=None)
+    for s in (un, inf, ver):
+        s.add_argument("--ref", action="append", help="the reference of a delta .wz (repeat for a "
+                       "chain); by default found by its stored name beside the file")
+
+    def common(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--threads", type=clitools.positive_int, default=None)
+        s.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    cli_series.add_parsers(sub, common)
+    cli_series.add_options(pk, un, inf)
     a = p.parse_args(argv)
     return clitools.run("weightzip", lambda: _command(a), (ValueError, OSError, ImportError, KeyError))
 
 
 def _command(a: argparse.Namespace) -> int:
-    if a.cmd in ("pack", "unpack"):
+    if cli_series.wants_series(a):  # a run folder -> .wzs, or a .wzs series
+        d = cli_series.command(a, _size)
+        if d is not None:
+            _print_info(d)
+    elif a.cmd in ("pack", "unpack"):
         t0 = time.perf_counter()
         fn = api.pack if a.cmd == "pack" else api.unpack
         kw = {"level": a.level} if a.cmd == "pack" else {}
+        kw["ref"] = a.ref
         progress = False if a.quiet else None
         out = fn(a.src, a.output, threads=a.threads, progress=progress, overwrite=a.force, **kw)
         if not a.quiet:
@@ -91,10 +109,10 @@ def _command(a: argparse.Namespace) -> int:
                   f"(packed = {100 * packed / max(plain, 1):.2f}% of original) "
                   f"in {time.perf_counter() - t0:.2f} s")
     elif a.cmd == "info":
-        d = inspect.info(a.file, verify=not a.no_verify, threads=a.threads)
+        d = inspect.info(a.file, verify=not a.no_verify, threads=a.threads, ref=a.ref)
         print(json.dumps(d, indent=1)) if a.json else _print_info(d)
     else:
-        print(inspect.verify(a.file, a.original, a.threads))
+        print(inspect.verify(a.file, a.original, a.threads, ref=a.ref))
     return 0
 
 

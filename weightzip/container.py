@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from . import _C
 from .dtypes import BY_NAME, DType, by_name
-from .errors import ChecksumError, FormatError
+from .errors import ChecksumError, FormatError, RefError
+from .index import MAX_CHUNK_BYTES, MAX_DIMS, Entry, RefId, load_index  # noqa: F401  (re-exported)
 from .levels import DEFAULT_LEVEL, LEVELS, level_code
 
 MAGIC = b"\x89WZP\r\n\x1a\n"
 FOOTER_MAGIC = b"WZINDEX\x00"
-VERSION = 1
+VERSION = 2  # the newest version this code reads; writers write 1 unless a reference is used
 PREAMBLE = struct.Struct("<8sHHI")
 FOOTER = struct.Struct("<QQQ8s")
 CHUNK_RECORD = np.dtype([("csize", "<u4"), ("hash", "<u4")])
@@ -35,34 +36,12 @@ INDEX_HEAD = struct.Struct("<III")
 MAX_JSON = 256 << 20
 JSON_EXPANSION = 64  # writers keep json_len <= 64 * coded_len + 4096; readers enforce it
 CHUNK_BYTES = 1 << 20  # 1 MiB: enough symbols to amortise tables, small enough to parallelise
-MAX_CHUNK_BYTES = 16 << 20  # readers refuse larger chunks: bounds what one record can claim
 SLAB_BYTES = 32 << 20  # unit of streaming I/O: bounds memory whatever the tensor size
 MAX_INDEX = 1 << 30
-MAX_DIMS = 32  # numpy 1.x's limit: a tensor of more dims could not be loaded (stored as bytes)
+DICT_MAX = 8 << 20  # a reference blob used as a zstd dictionary (a blob whose size changed)
 METHODS = ("raw", "const", "rans", "zstd", "cm")
+PREDICTORS = ("zstd-dict", "xor", "sub", "sublen")  # chunks coded against a reference (csrc/predict.hpp)
 BYTES = BY_NAME["U8"]
-
-
-@dataclass
-class Entry:
-    """One stored item: a tensor, or an opaque blob (file headers, configs, gaps)."""
-
-    kind: str  # "tensor" | "blob"
-    first: int  # first chunk index
-    count: int  # number of chunks
-    nbytes: int
-    name: str = ""
-    dtype: str = "U8"
-    shape: tuple[int, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "chunks": [self.first, self.count], "nbytes": self.nbytes}
-        if self.kind == "tensor":
-            d.update(name=self.name, dtype=self.dtype, shape=list(self.shape))
-        if self.extra:
-            d["extra"] = self.extra
-        return d
 
 
 def check_threads(threads: int | None) -> int | None:
@@ -77,10 +56,15 @@ def _threads(threads: int | None) -> int:
 
 
 class Writer:
-    """Streams entries into a .wz file. Call finish() once; nothing is valid before that."""
+    """Streams entries into a .wz file. Call finish() once; nothing is valid before that.
+
+    With `ref` (a refs.RefSource: an earlier .wz of the same model), tensors and blobs that
+    match one of the reference (same file, name, dtype and shape) are coded against it; set
+    `file` to the path (in the folder) of the file whose entries are being added."""
 
     def __init__(self, f: BinaryIO, level: str = DEFAULT_LEVEL, threads: int | None = None,
-                 chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[int], None] | None = None):
+                 chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[int], None] | None = None,
+                 ref: Any = None):
         self.level_code = level_code(level)
         self.f, self.level, self.threads = f, level, _threads(threads)
         self.chunk_bytes = chunk_bytes
@@ -89,13 +73,19 @@ class Writer:
         self.entries: list[Entry] = []
         self.tables: list[np.ndarray] = []
         self.nchunks = 0
-        f.write(PREAMBLE.pack(MAGIC, VERSION, 0, 0))
+        self.ref, self.file, self._blobs = ref, "", {}  # _blobs: blobs added per file so far
+        f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
 
-    def _encode(self, slabs: Iterator[memoryview], dt: DType, row: int) -> tuple[int, int, int]:
+    def _encode(self, slabs: Iterable[memoryview], dt: DType, row: int,
+                ref: Iterator[memoryview] | np.ndarray | None = None) -> tuple[int, int, int]:
+        """ref: the reference entry's slabs (coded chunk by chunk against them), or its whole
+        bytes as a zstd dictionary (an array; a blob of one chunk whose size changed)."""
         first, nbytes = self.nchunks, 0
+        feed = _Feed(ref) if ref is not None and not isinstance(ref, np.ndarray) else None
         for slab in slabs:
             payload, tab = _C.encode_chunks(slab, dt.itemsize, dt.transform, self.chunk_bytes,
-                                            self.level_code, row, self.threads)
+                                            self.level_code, row, self.threads,
+                                            ref=feed.take(len(slab)) if feed else ref)
             rec = np.empty(len(tab), CHUNK_RECORD)
             rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
             self.f.write(payload)
@@ -107,9 +97,12 @@ class Writer:
         return first, self.nchunks - first, nbytes
 
     def add_tensor(self, name: str, dt: DType, shape: tuple[int, ...],
-                   slabs: Iterator[memoryview], extra: dict | None = None) -> int:
+                   slabs: Iterable[memoryview], extra: dict | None = None) -> int:
         row = int(shape[-1]) if len(shape) >= 2 else 0
-        first, count, nbytes = self._encode(slabs, dt, row)
+        j = self.ref.match(self.file, name, dt.name, tuple(shape), self.chunk_bytes) if self.ref else None
+        if j is not None:
+            extra = {**(extra or {}), "ref": {"entry": j}}
+        first, count, nbytes = self._encode(slabs, dt, row, None if j is None else self.ref.slabs(j))
         if nbytes != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
             raise ValueError(f"tensor {name!r}: data size does not match its shape")
         if len(shape) > MAX_DIMS:
@@ -117,19 +110,31 @@ class Writer:
         self.entries.append(Entry("tensor", first, count, nbytes, name, dt.name, tuple(shape), extra or {}))
         return len(self.entries) - 1
 
-    def add_blob(self, data: bytes | memoryview | Iterator[memoryview]) -> int:
-        slabs = slabs_of(memoryview(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        first, count, nbytes = self._encode(slabs, BYTES, 0)
-        self.entries.append(Entry("blob", first, count, nbytes))
+    def add_blob(self, data: bytes | memoryview | Iterable[memoryview], nbytes: int | None = None) -> int:
+        """A blob; `nbytes` (the size of an iterable's data) lets it be matched to a reference."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            nbytes, data = len(data), slabs_of(memoryview(data))
+        ordinal = self._blobs[self.file] = self._blobs.get(self.file, -1) + 1
+        j = self.ref.match_blob(self.file, ordinal, nbytes, self.chunk_bytes) if self.ref and nbytes else None
+        ref = None if j is None else self.ref.slabs(j) if self.ref.nbytes(j) == nbytes else self.ref.whole(j)
+        first, count, n = self._encode(data, BYTES, 0, ref)
+        self.entries.append(Entry("blob", first, count, n, extra={"ref": {"entry": j}} if j is not None else {}))
         return len(self.entries) - 1
 
     def finish(self, files: list[dict], source: dict, metadata: dict | None = None) -> None:
+        uses_ref = any("ref" in e.extra for e in self.entries)
         index = {
-            "format": "weightzip", "version": VERSION, "level": self.level,
+            "format": "weightzip", "version": 2 if uses_ref else 1, "level": self.level,
             "chunk_bytes": self.chunk_bytes, "nchunks": self.nchunks,
             "entries": [e.to_json() for e in self.entries],
             "files": files, "source": source, "metadata": metadata or {},
         }
+        if uses_ref:  # version 2: only files that need their reference say so
+            index["ref"] = self.ref.id.to_json()
+            end = self.f.tell()
+            self.f.seek(0)
+            self.f.write(PREAMBLE.pack(MAGIC, 2, 0, 0))
+            self.f.seek(end)
         js = json.dumps(index, separators=(",", ":")).encode()
         coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS[DEFAULT_LEVEL], 0, 1)
         if len(js) > JSON_EXPANSION * coded.size + 4096:  # keep the reader's bomb check valid
@@ -138,6 +143,26 @@ class Writer:
         blob = INDEX_HEAD.pack(len(js), coded.size, int(tab[0, 2])) + coded.tobytes() + table.tobytes()
         self.f.write(blob)
         self.f.write(FOOTER.pack(self.pos, len(blob), _C.xxh64(blob), FOOTER_MAGIC))
+
+
+class _Feed:
+    """The bytes of an iterator of (reused) slabs, taken in pieces of any size."""
+
+    def __init__(self, slabs: Iterator[memoryview]):
+        self.it, self.buf = iter(slabs), np.empty(0, np.uint8)
+
+    def take(self, n: int) -> np.ndarray:
+        parts, have = [], 0
+        while have < n:
+            if not len(self.buf):
+                nxt = next(self.it, None)
+                if nxt is None:
+                    raise FormatError("reference entry is shorter than the entry coded against it")
+                self.buf = np.frombuffer(bytes(nxt), np.uint8)
+            k = min(n - have, len(self.buf))
+            parts.append(self.buf[:k])
+            self.buf, have = self.buf[k:], have + k
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self.buf[:0]
 
 
 def slabs_of(buf: memoryview, size: int = SLAB_BYTES) -> Iterator[memoryview]:
@@ -159,36 +184,21 @@ def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterato
         yield view
 
 
-NAME_MAX = 255  # bytes per path component (Linux, macOS, Windows): a longer name is no file's
-
-
-def _check_name(name: str) -> None:
-    """A name from the index that unpack() turns into a file name: encodable, no NUL byte, no
-    component longer than NAME_MAX (pack() never stores one; the OS would refuse it)."""
-    if not isinstance(name, str) or "\x00" in name or \
-            any(len(part) > NAME_MAX for part in name.encode("utf-8").split(b"/")):
-        raise FormatError(f"corrupt index (file name {str(name)[:40]!r})")
-
-
-def _check_source(source: dict, entries: list[Entry]) -> None:
-    """The parts of `source` that unpack()/decompress() use directly, by kind (docs/format.md)."""
-    kind = source.get("kind")
-    if not isinstance(kind, str):
-        raise FormatError("corrupt index (source kind)")
-    if isinstance(source.get("name"), str):
-        _check_name(source["name"])
-    if kind == "array" and (len(entries) != 1 or entries[0].kind != "tensor"):
-        raise FormatError("corrupt index (an array frame holds exactly one tensor)")
-    if kind == "npz-arrays":
-        for a in source["arrays"]:
-            _check_name(a["name"])  # becomes a member name of the rebuilt .npz
-
-
 class Reader:
     """Parses and validates the index of a .wz file; decodes entries on demand."""
 
+    # set by index.load_index
+    level: str
+    chunk_bytes: int
+    files: list[dict]
+    source: dict[str, Any]
+    metadata: dict[str, Any]
+    entries: list[Entry]
+    ref: RefId | None
+
     def __init__(self, f: BinaryIO, size: int | None = None):
         self.f = f
+        self.name = os.path.basename(str(getattr(f, "name", ""))) or "this file"
         if size is None:
             size = f.seek(0, io.SEEK_END)
         self.size = size
@@ -227,33 +237,12 @@ class Reader:
             raise FormatError(f"corrupt index ({e})") from None
         self.table = np.frombuffer(blob, CHUNK_RECORD, offset=tstart)
         self.payload_end = ioff
-        self._load_index(index)
+        self.index_xxh64 = ihash
+        self.ref_reader: Reader | None = None  # the reference, attached by refs.Resolver
+        self._load_index(index, version)
 
-    def _load_index(self, index: Any) -> None:
-        try:
-            self.level = index["level"]
-            self.chunk_bytes = int(index["chunk_bytes"])
-            if not 0 < self.chunk_bytes <= MAX_CHUNK_BYTES:
-                raise FormatError("corrupt index (chunk size)")
-            self.files = list(index["files"])
-            self.source = dict(index["source"])
-            self.metadata = dict(index["metadata"])
-            self._next_chunk = 0
-            self.entries = [self._entry(e) for e in index["entries"]]
-            if self._next_chunk != len(self.table):
-                raise FormatError("corrupt index (unclaimed chunks)")
-            if int(index["nchunks"]) != len(self.table):
-                raise FormatError("corrupt index (chunk count)")
-            for fdesc in self.files:
-                if not isinstance(fdesc["path"], str) or any(
-                        not isinstance(i, int) or not 0 <= i < len(self.entries) for i in fdesc["parts"]):
-                    raise FormatError("corrupt file list")
-                _check_name(fdesc["path"])
-            _check_source(self.source, self.entries)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
-            if isinstance(e, FormatError):
-                raise
-            raise FormatError(f"corrupt index ({type(e).__name__}: {e})") from None
+    def _load_index(self, index: Any, version: int) -> None:
+        load_index(self, index, version)
         ends = PREAMBLE.size + np.cumsum(self.table["csize"], dtype=np.uint64)
         if (ends[-1] if len(ends) else PREAMBLE.size) != self.payload_end:
             raise FormatError("corrupt chunk table (sizes do not match the file)")
@@ -264,32 +253,6 @@ class Reader:
         # Tensor names repeat across the files of a folder (checkpoint series): qualify them.
         self.tensors = {(f"{owner.get(i, '')}:{e.name}" if e.name in dup else e.name): i
                         for i, e in enumerate(self.entries) if e.kind == "tensor"}
-
-    def _entry(self, d: dict) -> Entry:
-        first, count = (int(x) for x in d["chunks"])
-        nbytes = int(d["nbytes"])
-        if nbytes < 0:
-            raise FormatError("corrupt index (negative size)")
-        # Entries tile the chunk table in order; every chunk is full but an entry's last.
-        if first != self._next_chunk or count != -(-nbytes // self.chunk_bytes) or \
-                first + count > len(self.table):
-            raise FormatError("corrupt index (chunk range)")
-        self._next_chunk = first + count
-        e = Entry(str(d["kind"]), first, count, nbytes, extra=dict(d.get("extra", {})))
-        if e.kind == "tensor":
-            e.name, e.dtype = str(d["name"]), str(d["dtype"])
-            e.shape = tuple(int(s) for s in d["shape"])
-            if len(e.shape) > MAX_DIMS:
-                raise FormatError(f"corrupt index (tensor {e.name!r} has {len(e.shape)} dimensions)")
-            if any(s < 0 for s in e.shape) or by_name(e.dtype).itemsize * int(np.prod(e.shape, dtype=object)) != nbytes:
-                raise FormatError(f"corrupt index (tensor {e.name!r} shape/size)")
-            # An empty tensor's other dims are unchecked by its size; numpy refuses shapes whose
-            # nonzero dims multiply past int64, so such a shape is corrupt, not an empty tensor.
-            if by_name(e.dtype).itemsize * int(np.prod([s for s in e.shape if s], dtype=object)) >= 1 << 63:
-                raise FormatError(f"corrupt index (tensor {e.name!r} shape)")
-        elif e.kind != "blob":
-            raise FormatError(f"unknown entry kind {e.kind!r}")
-        return e
 
     def rsizes(self, e: Entry) -> np.ndarray:
         r = np.full(e.count, self.chunk_bytes, np.uint64)
@@ -315,8 +278,28 @@ class Reader:
         tab = np.stack([offs - np.uint64(start), rec["csize"].astype(np.uint64), rsize,
                         rec["hash"].astype(np.uint64)], axis=1)
         dt = self.dtype_of(e)
+        ref = None if e.ref_entry is None else self._ref_bytes(e, first, count, int(rsize.sum()), threads)
         _C.decode_chunks(payload, np.ascontiguousarray(tab), dt.itemsize, dt.transform, out,
-                         _threads(threads), verify)
+                         _threads(threads), verify, ref=ref)
+
+    def _ref_bytes(self, e: Entry, first: int, count: int, nbytes: int, threads: int | None) -> np.ndarray:
+        """The reference's bytes for chunks [first, first + count) of e (decoded, recursively
+        down a chain, from the attached reference)."""
+        src = self.ref_reader
+        if src is None:
+            raise RefError(f"{self.name} is a delta against {self.ref.describe() if self.ref else '?'}: "
+                           "give the reference with --ref (ref=)")
+        j = e.ref_entry
+        re = src.entries[j] if j is not None and j < len(src.entries) else None
+        if re is not None and e.kind == re.kind == "blob" and re.nbytes != e.nbytes and e.count == 1 \
+                and 0 < re.nbytes <= DICT_MAX:  # a blob that changed size: the reference is a dictionary
+            return src.read_entry(j, threads)
+        if re is None or (re.kind, re.dtype, re.shape, re.nbytes) != (e.kind, e.dtype, e.shape, e.nbytes) \
+                or src.chunk_bytes != self.chunk_bytes:
+            raise FormatError(f"corrupt index (entry coded against reference entry {j}, which does not match it)")
+        out = np.empty(nbytes, np.uint8)
+        src._decode(re, re.first + first - e.first, count, memoryview(out), threads, True)
+        return out
 
     def read_entry(self, idx: int, threads: int | None = None, verify: bool = True) -> np.ndarray:
         """Decode a whole entry into a new uint8 array."""
@@ -348,9 +331,14 @@ class Reader:
         k = _C.stream_count(self.dtype_of(e).transform, self.dtype_of(e).itemsize)
         for off in self.offset[e.first:e.first + e.count]:
             self.f.seek(int(off))
-            head = self.f.read(k)
+            head = self.f.read(k + 2)
+            pred = PREDICTORS[head[1]] if head[:1] == b"\xfe" and len(head) > 1 and head[1] < len(PREDICTORS) else None
+            if pred is not None:  # coded against the reference: predictor, then its streams
+                head = head[2:2 + {"sublen": 2, "zstd-dict": 0}.get(pred, k)]
             names = ["stored"] if head[:1] == b"\xff" else \
-                [METHODS[m] if m < len(METHODS) else "?" for m in head]
+                [METHODS[m & 0x7f] if m & 0x7f < len(METHODS) else "?" for m in head[:k]]
+            if pred is not None:
+                names.append(f"ref:{pred}")
             for name in names:
                 counts[name] = counts.get(name, 0) + 1
         return counts

@@ -25,7 +25,7 @@ MAX_ST_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 
 def _blob_range(w: Writer, f: BinaryIO, start: int, end: int) -> int:
     f.seek(start)
-    return w.add_blob(slabs_from_file(f, end - start)) if end > start else w.add_blob(b"")
+    return w.add_blob(slabs_from_file(f, end - start), end - start) if end > start else w.add_blob(b"")
 
 
 def _tensor_range(w: Writer, f: BinaryIO, name: str, dtype: str, shape: tuple, start: int,

@@ -10,23 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from . import inputs
+from . import inputs, refs
 from .api import PathLike, _tensor
 from .container import SLAB_BYTES, Reader
 from .errors import ChecksumError, FormatError
 
 
-def info(path: PathLike, verify: bool = True, threads: int | None = None) -> dict[str, Any]:
+def info(path: PathLike, verify: bool = True, threads: int | None = None,
+         ref: PathLike | list[PathLike] | None = None) -> dict[str, Any]:
     """Per-entry table (name, dtype, shape, bytes before/after, ratio, codecs) and totals.
 
     With verify=True (the default) every chunk is decoded and checked against its checksum
     first, so a corrupt file raises ChecksumError/FormatError instead of showing a table;
-    verify=False reads only the index ("verified": False in the result)."""
+    verify=False reads only the index ("verified": False in the result), and needs no
+    reference for a delta file (verifying one does: `ref`, or found beside it)."""
     path = Path(path)
     with builtins.open(path, "rb") as f:
         r = Reader(f)
         if verify:
-            _check_all(r, threads)
+            with refs.attach(r, path, ref):
+                _check_all(r, threads)
         rows = []
         for e in r.entries:
             csize = int(r.table["csize"][e.first:e.first + e.count].sum())
@@ -43,6 +46,7 @@ def info(path: PathLike, verify: bool = True, threads: int | None = None) -> dic
             "files": [fd["path"] for fd in r.files], "entries": rows,
             "total_bytes": raw, "file_bytes": path.stat().st_size,
             "ratio": path.stat().st_size / raw if raw else 1.0, "verified": verify,
+            "ref": r.ref.to_json() if r.ref else None,
         }
 
 
@@ -71,12 +75,15 @@ def _parts_stream(r: Reader, parts: list[int], threads) -> Iterator[memoryview]:
         yield from r.iter_entry(idx, threads)
 
 
-def verify(path: PathLike, original: PathLike | None = None, threads: int | None = None) -> str:
+def verify(path: PathLike, original: PathLike | None = None, threads: int | None = None,
+           ref: PathLike | list[PathLike] | None = None) -> str:
     """Decode everything (checking every checksum); with `original`, also check that the
-    restored content equals it. Returns a one-line summary; raises on any mismatch."""
+    restored content equals it. Returns a one-line summary; raises on any mismatch. A delta
+    file needs its reference (`ref`, or found beside it)."""
     path = Path(path)
-    with builtins.open(path, "rb") as f:
+    with builtins.open(path, "rb") as f, refs.Resolver(refs.as_paths(ref)) as res:
         r = Reader(f)
+        res.attach(r, path)
         kind = r.source.get("kind")
         if original is None:
             _check_all(r, threads)

@@ -13,6 +13,7 @@
 //
 // The last line printed is a digest of every encoded byte: it must not depend on the SIMD
 // level (WEIGHTZIP_SIMD=none|avx2|<unset>) nor on the number of threads.
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -26,6 +27,7 @@
 
 #include "chunk.hpp"
 #include "chunks.hpp"
+#include "predict.hpp"
 #include "cm.hpp"
 #include "rans.hpp"
 #include "rans_indexed.hpp"
@@ -786,6 +788,167 @@ void test_chunks_errors() {
   }
 }
 
+// ---------------------------------------------------------------- predictors, references
+
+// Encode data against ref (the output is not part of the digest: a new feature), decode with
+// the reference, check bytes; returns the coded size.
+size_t ref_roundtrip(const Bytes& data, const Bytes& ref, const ChunkSpec& spec, uint64_t cb,
+                     const std::string& what) {
+  EncodedChunks a, b;
+  try {
+    a = encode_chunks(data.data(), data.size(), spec, cb, 1, ref.data(), ref.size());
+    b = encode_chunks(data.data(), data.size(), spec, cb, 3, ref.data(), ref.size());
+  } catch (const std::exception& e) {
+    CHECK_MSG(false, what + ": encode: " + e.what());
+    return 0;
+  }
+  CHECK_MSG(a.size == b.size && std::memcmp(a.payload.get(), b.payload.get(), a.size) == 0,
+            what + ": threads change the output");
+  std::vector<uint64_t> tab;
+  uint64_t off = 0;
+  bool conditioned = false;
+  for (const auto& e : a.table) {
+    tab.insert(tab.end(), {off, e.csize, e.rsize, e.checksum});
+    conditioned = conditioned || a.payload.get()[off] == kConditioned;
+    off += e.csize;
+  }
+  Bytes out(data.size(), 0xAB);
+  try {
+    decode_chunks(a.payload.get(), a.size, tab.data(), a.table.size(), spec, out.data(),
+                  out.size(), 2, true, ref.data(), ref.size());
+    CHECK_MSG(out == data, what);
+  } catch (const std::exception& e) {
+    CHECK_MSG(false, what + ": decode: " + e.what());
+  }
+  if (conditioned) {  // without the reference: a clear FormatError, never garbage
+    CHECK_THROWS(FormatError, decode_chunks(a.payload.get(), a.size, tab.data(), a.table.size(),
+                                            spec, out.data(), out.size(), 1, true));
+    Bytes other = ref;  // the wrong reference: ChecksumError
+    for (auto& v : other) v = uint8_t(v + 1);
+    if (!other.empty())
+      CHECK_THROWS(FormatError, decode_chunks(a.payload.get(), a.size, tab.data(),
+                                              a.table.size(), spec, out.data(), out.size(), 1,
+                                              true, other.data(), other.size()));
+  }
+  return a.size;
+}
+
+void test_predict() {
+  Rng rng(21);
+  for (int itemsize : {1, 2, 4, 8}) {
+    const size_t n = 1000;
+    Bytes x(n * size_t(itemsize)), r(x.size()), res(x.size()), back(x.size());
+    for (int kind = 0; kind < 3; ++kind) {  // random, equal, wrap-around (0 vs all ones)
+      for (size_t i = 0; i < x.size(); ++i) {
+        x[i] = uint8_t(rng.next());
+        r[i] = kind == 0 ? uint8_t(rng.next()) : kind == 1 ? x[i] : uint8_t(0xFF);
+        if (kind == 2) x[i] = (i / size_t(itemsize)) % 2 ? 0 : 0xFF;
+      }
+      for (Predictor p : {Predictor::kXor, Predictor::kSub}) {
+        predict(p, itemsize, x.data(), r.data(), n, res.data());
+        unpredict(p, itemsize, res.data(), r.data(), n, back.data());
+        CHECK_MSG(back == x, "predict round trip itemsize=" + std::to_string(itemsize));
+        if (kind == 1) CHECK(std::all_of(res.begin(), res.end(), [](uint8_t v) { return v == 0; }));
+      }
+      predict(Predictor::kSub, itemsize, x.data(), r.data(), n, res.data());
+      Bytes lens(n), bits, zz(x.size());
+      bitlen_split(itemsize, res.data(), n, lens.data(), bits);
+      CHECK(bits.size() == bitlen_bytes(itemsize, lens.data(), n));
+      bitlen_merge(itemsize, lens.data(), bits.data(), bits.size(), n, zz.data());
+      CHECK_MSG(zz == res, "bit-length round trip itemsize=" + std::to_string(itemsize));
+      if (!bits.empty())
+        CHECK_THROWS(FormatError, bitlen_merge(itemsize, lens.data(), bits.data(),
+                                               bits.size() - 1, n, zz.data()));
+    }
+    Bytes big(4, uint8_t(8 * itemsize + 1));
+    CHECK_THROWS(FormatError, bitlen_bytes(itemsize, big.data(), big.size()));
+  }
+  CHECK_THROWS(std::invalid_argument, make_spec(4, int(Transform::kFP32), kDefault, 0, -1, 4));
+  // Chunks against a reference: every layout and level, a slowly drifting "next checkpoint",
+  // an identical one, an unrelated one, and every predictor forced.
+  for (const Layout& l : kLayouts) {
+    for (int level : {kFast, kDefault, kMax}) {
+      const std::string what = "ref transform=" + std::to_string(int(l.t)) +
+                               " itemsize=" + std::to_string(l.itemsize) +
+                               " level=" + std::to_string(level);
+      const uint64_t cb = uint64_t(l.itemsize) * 4096;
+      const size_t n = 4096 * 2 + 77;
+      const Bytes prev = weights(rng, l.t, l.itemsize, n);
+      Bytes next = prev;
+      for (size_t i = 0; i < next.size(); i += size_t(l.itemsize))
+        if (rng.below(3)) next[i] = uint8_t(next[i] + rng.below(5) - 2);
+      for (int pred = -1; pred < kNumPredictors; ++pred) {
+        const ChunkSpec spec = make_spec(l.itemsize, int(l.t), level, 64, -1, pred);
+        const std::string w = what + " predictor=" + std::to_string(pred);
+        ref_roundtrip(next, prev, spec, cb, w + " drift");
+        ref_roundtrip(prev, prev, spec, cb, w + " same");
+        ref_roundtrip(weights(rng, l.t, l.itemsize, n), prev, spec, cb, w + " unrelated");
+        Bytes noise(prev.size());
+        for (auto& v : noise) v = uint8_t(rng.next());
+        ref_roundtrip(noise, prev, spec, cb, w + " noise");
+        ref_roundtrip(Bytes(), Bytes(), spec, cb, w + " empty");
+      }
+    }
+  }
+  // A blob that grew (a JSON log): zstd with the reference as its dictionary.
+  if (zstd::available()) {
+    std::string log;
+    for (int i = 0; i < 300; ++i)
+      log += "{\"step\": " + std::to_string(10 * i) + ", \"loss\": " + std::to_string(rng.uniform()) + "},\n";
+    const Bytes prev(log.begin(), log.end());
+    for (int i = 0; i < 30; ++i) log += "{\"step\": " + std::to_string(5000 + i) + "},\n";
+    const Bytes next(log.begin(), log.end());
+    const ChunkSpec spec = make_spec(1, int(Transform::kBytes), kDefault, 0);
+    for (uint64_t cb : {uint64_t(1) << 20, uint64_t(4096)}) {
+      const size_t with = ref_roundtrip(next, prev, spec, cb, "grown log cb=" + std::to_string(cb));
+      const EncodedChunks indep = encode_chunks(next.data(), next.size(), spec, cb, 1);
+      CHECK_MSG(with < indep.size / 3, std::to_string(with) + " vs " + std::to_string(indep.size));
+    }
+    const EncodedChunks a = encode_chunks(next.data(), next.size(), spec, 1 << 20, 1, prev.data(),
+                                          prev.size());
+    CHECK(a.payload.get()[0] == kConditioned && a.payload.get()[1] == 0);
+  }
+  // A drifting FP32 tensor long enough for contexts: the automatic choice beats independent.
+  {
+    const size_t n = 300000;
+    const Bytes prev = weights(rng, Transform::kFP32, 4, n);
+    Bytes next = prev;
+    for (size_t i = 0; i < n; ++i) {
+      float f;
+      std::memcpy(&f, next.data() + 4 * i, 4);
+      f += float(rng.normal() * 1e-4);
+      std::memcpy(next.data() + 4 * i, &f, 4);
+    }
+    const ChunkSpec spec = make_spec(4, int(Transform::kFP32), kDefault, 0);
+    const size_t with = ref_roundtrip(next, prev, spec, 1 << 20, "long fp32 drift");
+    const EncodedChunks indep = encode_chunks(next.data(), next.size(), spec, 1 << 20, 1);
+    CHECK_MSG(with < indep.size, std::to_string(with) + " vs " + std::to_string(indep.size));
+    // A conditioned payload with a bad predictor byte or a plain flag outside XOR.
+    EncodedChunks a = encode_chunks(next.data(), next.size(), spec, 1 << 20, 1, prev.data(),
+                                    prev.size());
+    CHECK(a.payload.get()[0] == kConditioned);
+    uint64_t tab[4] = {0, a.size, next.size(), a.table[0].checksum};
+    Bytes out(next.size());
+    for (uint8_t bad : {uint8_t(0), uint8_t(kNumPredictors), uint8_t(0x7f)}) {
+      const uint8_t keep = a.payload.get()[1];
+      a.payload.get()[1] = bad;
+      CHECK_THROWS(FormatError, decode_chunks(a.payload.get(), a.size, tab, 1, spec, out.data(),
+                                              out.size(), 1, true, prev.data(), prev.size()));
+      a.payload.get()[1] = keep;
+    }
+    CHECK_THROWS(FormatError, decode_chunks(a.payload.get(), a.size, tab, 1, spec, out.data(),
+                                            out.size(), 1, true, prev.data(), prev.size() - 4));
+    Bytes bigger(prev.size() + 4, 0);  // not the entry's size: read as a dictionary, not aligned
+    CHECK_THROWS(FormatError, decode_chunks(a.payload.get(), a.size, tab, 1, spec, out.data(),
+                                            out.size(), 1, true, bigger.data(), bigger.size()));
+    for (size_t cut : {size_t(1), size_t(2), size_t(5), a.size / 2}) {
+      tab[1] = cut;
+      CHECK_THROWS(FormatError, decode_chunks(a.payload.get(), a.size, tab, 1, spec, out.data(),
+                                              out.size(), 1, true, prev.data(), prev.size()));
+    }
+  }
+}
+
 void test_xxh64() {
   // Reference values of XXH64 (seed 0).
   CHECK(xxh64(nullptr, 0) == 0xEF46DB3751D8E999ULL);
@@ -815,6 +978,7 @@ int main() {
   run("cm", test_cm);
   run("chunks roundtrip", test_chunks_roundtrip);
   run("chunks errors", test_chunks_errors);
+  run("predictors, references", test_predict);
   std::printf("%d checks, %d failed (zstd %s)\n", g_checks, g_failures,
               zstd::available() ? "available" : "not available");
   std::printf("digest %016" PRIx64 "\n", g_digest);
