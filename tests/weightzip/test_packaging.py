@@ -69,6 +69,25 @@ def test_core_dependencies_are_weightzips() -> None:
     assert deps == CORE_DEPENDENCIES
 
 
+# weightzip.torch (training-loop checkpoints) and weightzip.torch_dcp (torch.distributed.checkpoint
+# storage) import torch by design; nothing else in the package imports them.
+TORCH_BRIDGES = {"torch.py", "torch_dcp.py"}
+
+
+def test_no_module_imports_the_torch_bridges() -> None:
+    bridges = {n.removesuffix(".py") for n in TORCH_BRIDGES}
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.name in TORCH_BRIDGES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:  # from .torch import x / from . import torch
+                names = {str(node.module)} if node.module else {a.name for a in node.names}
+                assert not names & bridges, f"{path.name} imports {names & bridges}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                mods = {a.name for a in node.names} if isinstance(node, ast.Import) else {str(node.module)}
+                assert not {f"weightzip.{b}" for b in bridges} & mods, path.name
+
+
 def _imports(tree: ast.Module) -> tuple[set[str], set[str]]:
     """(top-level module names imported at module level, those imported inside functions)."""
     top, lazy = set(), set()
@@ -94,6 +113,8 @@ def test_weightzip_imports_only_its_core_dependencies() -> None:
     bad = []
     for path in sorted(PACKAGE.glob("*.py")):
         top, lazy = _imports(ast.parse(path.read_text(), str(path)))
+        if path.name in TORCH_BRIDGES:  # the opt-in PyTorch modules: torch is their point
+            top -= {"torch"}
         bad += [f"{path.name}: {m}" for m in sorted(top - allowed)]
         bad += [f"{path.name}: {m} (inside a function)" for m in sorted(lazy - allowed - LAZY_OPTIONAL)]
     assert not bad, "weightzip imports beyond numpy, ml_dtypes and tqdm:\n" + "\n".join(bad)
