@@ -414,6 +414,34 @@ py::tuple lossy_encode(py::buffer data, const std::string& dtype, double step, d
   return py::make_tuple(bytes_to_numpy(std::move(out)), recon);
 }
 
+// The lossy form of encode_chunks -> (payload, table, recon): see chunks.hpp.
+py::tuple py_encode_chunks_lossy(py::buffer data, int itemsize, int transform, uint64_t chunk_bytes,
+                                 uint32_t row, int threads, double step, double bound,
+                                 const std::string& domain, py::object pred) {
+  const ChunkSpec spec = make_spec(itemsize, transform, kDefault, row, -1);
+  quant::Spec q;
+  q.dtype = quant_dtype(spec);
+  if (domain != "linear" && domain != "sqrt")
+    throw std::invalid_argument("lossy: domain must be 'linear' or 'sqrt'");
+  q.domain = domain == "sqrt" ? quant::Domain::kSqrt : quant::Domain::kLinear;
+  q.step = step;
+  q.bound = bound;
+  py::buffer_info info = data.request(), pinfo;
+  const View in = contiguous(info, "data");
+  const uint8_t* pr = lossy_ref(pred, pinfo, in.size);
+  py::array_t<uint8_t> recon(py::ssize_t(in.size));
+  uint8_t* rp = recon.mutable_data();
+  EncodedChunks enc;
+  {
+    py::gil_scoped_release nogil;
+    enc = wz::encode_chunks_lossy(in.ptr, in.size, spec, q, chunk_bytes, threads, pr, rp);
+  }
+  const size_t n = enc.table.size();
+  py::array_t<uint64_t> table({py::ssize_t(n), py::ssize_t(3)});
+  if (n) std::memcpy(table.mutable_data(), enc.table.data(), n * sizeof(ChunkEntry));
+  return py::make_tuple(to_numpy(std::move(enc.payload), enc.size), table, recon);
+}
+
 py::array_t<uint8_t> lossy_decode(py::buffer payload, uint64_t n, const std::string& dtype,
                                   py::object pred, int threads) {
   const quant::DType dt = lossy_dtype(dtype);
@@ -499,6 +527,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("weights"), py::arg("biases"), py::arg("flags"), py::arg("k_syn"),
         "Latent levels -> pixels, uint8[H, W, planes] (upsample, synthesis, conversion)");
   m.def("synth_kernel", &syn::kernel_name, "-> the synthesis kernels in use: avx512, avx2, generic");
+  m.def("encode_chunks_lossy", &py_encode_chunks_lossy, py::arg("data"), py::arg("itemsize"),
+        py::arg("transform"), py::arg("chunk_bytes"), py::arg("row"), py::arg("threads"),
+        py::arg("step"), py::arg("bound"), py::arg("domain") = "linear", py::arg("pred") = py::none(),
+        "Quantised chunks of a float buffer -> (payload, table uint64[n, 3], reconstruction)");
   m.def("lossy_encode", &lossy_encode, py::arg("data"), py::arg("dtype"), py::arg("step"),
         py::arg("bound"), py::arg("domain") = "linear", py::arg("pred") = py::none(),
         py::arg("row") = 0, py::arg("threads") = 1, py::arg("theta") = 0.5,

@@ -217,6 +217,8 @@ void decode_chunk(const uint8_t* payload, size_t len, const ChunkSpec& spec, uin
   if (len >= 1 && payload[0] == kConditioned) {
     return detail::decode_conditioned(payload, len, spec, ref, dict, dict_size, dst, nbytes, s);
   }
+  if (len >= 1 && payload[0] == kQuantised)
+    return detail::decode_quantised(payload + 1, len - 1, spec, ref, dst, nbytes);
   const size_t n = nbytes / size_t(k);
   Reader r(payload, len);
   if (len >= 1 && payload[0] == kStored) {

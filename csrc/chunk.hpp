@@ -7,6 +7,8 @@
 // Every stream decodes to exactly n = chunk_bytes / itemsize bytes.
 // A chunk coded against a reference (the same chunk of an earlier checkpoint) starts with
 // u8 0xFE, u8 predictor (predict.hpp), then streams of the residual (chunk_ref.cpp).
+// A quantised chunk (lossy entries) is u8 0xFD then a lossy payload (lossy.hpp;
+// chunks_lossy.cpp), predicted from the reference chunk when the payload says so.
 #pragma once
 #include <cstdint>
 
@@ -22,6 +24,7 @@ enum class Method : uint8_t { kRaw = 0, kConst = 1, kRans = 2, kZstd = 3, kCm = 
 constexpr int kNumMethods = 5;
 constexpr uint8_t kStored = 0xFF;  // first byte of a chunk stored without coding
 constexpr uint8_t kConditioned = 0xFE;  // first byte of a chunk coded against a reference
+constexpr uint8_t kQuantised = 0xFD;  // first byte of a lossy (quantised) chunk
 constexpr uint8_t kPlainFlag = 0x80;  // in a kXor chunk's method byte: this stream is not XORed
 
 enum Level : int { kFast = 0, kDefault = 1, kMax = 2 };
@@ -66,6 +69,9 @@ void decode_stream(Method m, const uint8_t* body, size_t len, const uint8_t* sid
 // The conditioned forms (chunk_ref.cpp). encode returns 0 when independent coding is chosen.
 size_t encode_conditioned(const uint8_t* src, size_t nbytes, const ChunkSpec& spec,
                           const uint8_t* ref, uint8_t* out, Scratch& s);
+// A quantised chunk's payload after its 0xFD byte (chunks_lossy.cpp).
+void decode_quantised(const uint8_t* p, size_t len, const ChunkSpec& spec, const uint8_t* ref,
+                      uint8_t* dst, size_t nbytes);
 void decode_conditioned(const uint8_t* payload, size_t len, const ChunkSpec& spec,
                         const uint8_t* ref, const uint8_t* dict, size_t dict_size, uint8_t* dst,
                         size_t nbytes, Scratch& s);

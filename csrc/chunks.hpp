@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "chunk.hpp"
+#include "quant.hpp"
 #include "xxhash64.hpp"
 
 namespace wz {
@@ -61,6 +62,17 @@ struct EncodedChunks {
 EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& spec,
                             uint64_t chunk_bytes, int threads, const uint8_t* ref = nullptr,
                             size_t ref_size = 0);
+
+// Lossy: every chunk of a float entry becomes a quantised chunk (0xFD + lossy payload) whose
+// elements are within q.bound of data (pred: the reference's reconstruction, size bytes, or
+// null), or is stored raw when that is smaller. recon (size bytes) receives what decoding
+// gives; the table's checksums are of it. The output does not depend on threads.
+EncodedChunks encode_chunks_lossy(const uint8_t* data, size_t size, const ChunkSpec& spec,
+                                  const quant::Spec& q, uint64_t chunk_bytes, int threads,
+                                  const uint8_t* pred, uint8_t* recon);
+
+// The quantiser's dtype of a float ChunkSpec (FormatError for other transforms).
+quant::DType quant_dtype(const ChunkSpec& spec);
 
 // Columns of a decoding table row: offset into the payload, csize, rsize, checksum.
 constexpr size_t kDecodeColumns = 4;

@@ -186,6 +186,16 @@ def synth_kernel() -> str: ...
 # dead zone); threads: workers over 256 Ki-element segments (the bytes do not depend on it).
 # payload and recon are uint8 arrays (recon: the decoder's output, data's size). ValueError
 # for a bad dtype, domain, step, bound, theta, data not whole elements or a pred of another size.
+def encode_chunks_lossy(
+    data: _Buffer, itemsize: _Int, transform: _Int, chunk_bytes: _Int, row: _Int, threads: _Int,
+    step: float, bound: float, domain: str = "linear", pred: _Buffer | None = None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
+    """The lossy form of encode_chunks: quantised (0xFD) chunks within `bound` of data (pred:
+    the reference's reconstruction), or raw where that is smaller -> (payload, table,
+    reconstruction). decode_chunks reads them (with ref= when predicted)."""
+    ...
+
+
 def lossy_encode(
     data: _Buffer,
     dtype: str,

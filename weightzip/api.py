@@ -37,14 +37,17 @@ def _source_size(src: Path) -> int:
 
 def pack(src: PathLike, dst: PathLike | None = None, level: str = DEFAULT_LEVEL,
          threads: int | None = None, progress: bool | None = None, overwrite: bool = False,
-         ref: PathLike | None = None) -> Path:
+         ref: PathLike | None = None, max_error: float | None = None,
+         moment_error: float | None = None) -> Path:
     """Compress a .safetensors file, HF model folder, torch checkpoint or .npy/.npz into .wz.
 
     dst defaults to SRC.wz beside the source; an existing folder means SRC.wz inside it. An
     existing dst is replaced only with overwrite=True (FileExistsError otherwise). With `ref`
     (an earlier .wz of the same model, e.g. the previous checkpoint), tensors and blobs that
     match one of it (same file, name, dtype, shape) are coded against it: unpacking then needs
-    that exact reference (found beside the .wz by name, or given with ref=)."""
+    that exact reference (found beside the .wz by name, or given with ref=). With max_error
+    and/or moment_error the float tensors of safetensors files are lossy (lossy.policy): each
+    element within E x RMS(tensor); with ref, closed-loop against the reference's values."""
     src = Path(src)
     check_threads(threads)
     if not src.exists():
@@ -58,7 +61,7 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = DEFAULT_LEVEL,
     rsrc = refs.RefSource(ref, dst) if ref is not None else None
     with _bar(_source_size(src), f"pack {src.name}", progress) as bar, \
             atomic_path(dst, overwrite) as tmp, builtins.open(tmp, "wb") as f, _closing(rsrc):
-        w = Writer(f, level, threads, on_bytes=bar.update, ref=rsrc)
+        w = Writer(f, level, threads, on_bytes=bar.update, ref=rsrc, lossy=_policy(max_error, moment_error))
         files: list[dict[str, Any]] = []
         metadata: dict = {}
         source: dict[str, Any]
@@ -77,6 +80,13 @@ def pack(src: PathLike, dst: PathLike | None = None, level: str = DEFAULT_LEVEL,
         source["name"] = src_abs.name  # what unpack() restores by default
         w.finish(files, source, metadata)
     return dst
+
+
+def _policy(max_error: float | None, moment_error: float | None):
+    if max_error is None and moment_error is None:
+        return None
+    from . import lossy
+    return lossy.policy(max_error, moment_error)
 
 
 class _closing:
@@ -308,10 +318,12 @@ def _as_bytes(name: str, t: Any) -> tuple[Any, tuple[int, ...], memoryview]:
 
 def save(tensors: Mapping[str, Any], path: PathLike, level: str = DEFAULT_LEVEL,
          metadata: Mapping[str, str] | None = None, threads: int | None = None,
-         overwrite: bool = False, ref: PathLike | None = None) -> Path:
+         overwrite: bool = False, ref: PathLike | None = None, max_error: float | None = None,
+         moment_error: float | None = None) -> Path:
     """Write tensors to .wz; unpack() of it yields a valid .safetensors file. An existing
     path is replaced only with overwrite=True. With `ref` (an earlier save() of the same
-    names, e.g. the previous checkpoint) tensors are coded against it, as in pack()."""
+    names, e.g. the previous checkpoint) tensors are coded against it; max_error and
+    moment_error make float tensors lossy, as in pack()."""
     items = [(name, *_as_bytes(name, t)) for name, t in tensors.items()]
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     off = 0
@@ -323,9 +335,9 @@ def save(tensors: Mapping[str, Any], path: PathLike, level: str = DEFAULT_LEVEL,
     path = Path(path)
     rsrc = refs.RefSource(ref, path) if ref is not None else None
     with atomic_path(path, overwrite) as tmp, builtins.open(tmp, "wb") as f, _closing(rsrc):
-        w = Writer(f, level, threads, ref=rsrc)
+        w = Writer(f, level, threads, ref=rsrc, lossy=_policy(max_error, moment_error))
         parts = [w.add_blob(len(js).to_bytes(8, "little") + js)]
-        parts += [w.add_tensor(name, dt, shape, slabs_of(buf)) for name, dt, shape, buf in items]
+        parts += [w.add_tensor(name, dt, shape, slabs_of(buf), lossy_ok=True) for name, dt, shape, buf in items]
         w.finish([{"path": path.with_suffix("").name or "tensors", "parts": parts}],
                  {"kind": "safetensors"}, dict(metadata or {}))
     return path

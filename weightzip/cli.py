@@ -26,12 +26,15 @@ def _print_info(d: dict) -> None:
     print(f"{d['file']}: source {d['source']}, level {d['level']}, {len(d['files'])} file(s)")
     if d.get("ref"):
         print(f"delta against {d['ref']['name']} (index {d['ref']['index_xxh64']}, {d['ref']['size']:,} bytes)")
-    print(f"{'tensor':<{w}}  {'dtype':<7} {'shape':<18} {'bytes':>10} -> {'stored':>10}  {'ratio':>7}  codecs")
+    print(f"{'tensor':<{w}}  {'dtype':<7} {'shape':<18} {'bytes':>10} -> {'stored':>10}  {'ratio':>7} "
+          f"{'bits/w':>6}  codecs")
     for e in rows:
         codecs = ",".join(f"{k}:{v}" for k, v in sorted(e["codecs"].items()))
         shape = "x".join(map(str, e["shape"])) or "scalar"
+        lo = e.get("lossy")
+        mark = f"  ~E={lo['max_error']:g}{' (sqrt)' if lo['domain'] == 'sqrt' else ''}" if lo else ""
         print(f"{e['name']:<{w}}  {e['dtype']:<7} {shape:<18} {e['bytes']:>10} -> {e['stored']:>10}"
-              f"  {100 * e['ratio']:6.2f}%  {codecs}")
+              f"  {100 * e['ratio']:6.2f}% {e['bits_per_weight']:6.2f}  {codecs}{mark}")
     if blobs:
         b, s = sum(e["bytes"] for e in blobs), sum(e["stored"] for e in blobs)
         print(f"{'(other bytes)':<{w}}  {'':<7} {'':<18} {b:>10} -> {s:>10}  {100 * s / max(b, 1):6.2f}%")
@@ -50,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("src")
     pk.add_argument("-o", "--output", help="output .wz file, or an existing folder to write SRC.wz into")
     pk.add_argument("--level", choices=LEVEL_NAMES, default=DEFAULT_LEVEL)
+    pk.add_argument("--lossy", action="store_true", help="quantise float tensors of safetensors files within "
+                    "--max-error x RMS(tensor) per element (ints, torch .pt and other bytes stay exact)")
+    pk.add_argument("--max-error", type=clitools.positive_float, metavar="E",
+                    help="with --lossy: the per-element bound, as a fraction of each tensor's RMS (e.g. 0.01)")
+    pk.add_argument("--moment-error", type=clitools.positive_float, metavar="E",
+                    help="with --lossy: the bound for optimizer moments (exp_avg; exp_avg_sq in the sqrt "
+                    "domain); default --max-error")
     pk.add_argument("--ref", help="an earlier .wz of the same model (e.g. the previous checkpoint): "
                     "matching tensors are coded against it, and unpacking needs it")
     un = sub.add_parser("unpack", help="restore the original file(s) from a .wz",
@@ -91,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(a: argparse.Namespace) -> int:
     if cli_series.wants_series(a):  # a run folder -> .wzs, or a .wzs series
-        d = cli_series.command(a, _size)
+        d = cli_series.command(a, _size, _lossy_options)
         if d is not None:
             _print_info(d)
     elif a.cmd in ("pack", "unpack"):
         t0 = time.perf_counter()
         fn = api.pack if a.cmd == "pack" else api.unpack
-        kw = {"level": a.level} if a.cmd == "pack" else {}
+        kw = {"level": a.level, **_lossy_options(a)} if a.cmd == "pack" else {}
         kw["ref"] = a.ref
         progress = False if a.quiet else None
         out = fn(a.src, a.output, threads=a.threads, progress=progress, overwrite=a.force, **kw)
@@ -114,6 +124,14 @@ def _command(a: argparse.Namespace) -> int:
     else:
         print(inspect.verify(a.file, a.original, a.threads, ref=a.ref))
     return 0
+
+
+def _lossy_options(a: argparse.Namespace) -> dict:
+    if (a.max_error is not None or a.moment_error is not None) and not a.lossy:
+        raise ValueError("--max-error/--moment-error need --lossy")
+    if a.lossy and a.max_error is None and a.moment_error is None:
+        raise ValueError("--lossy needs --max-error E (and/or --moment-error E)")
+    return {"max_error": a.max_error, "moment_error": a.moment_error} if a.lossy else {}
 
 
 if __name__ == "__main__":

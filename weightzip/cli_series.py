@@ -36,14 +36,14 @@ def wants_series(a: argparse.Namespace) -> bool:
     return path.is_dir() and (path / series.MANIFEST).is_file()
 
 
-def command(a: argparse.Namespace, size) -> dict | None:
+def command(a: argparse.Namespace, size, lossy_options) -> dict | None:
     """Run a series command; returns a member's info table for the caller to print, or None."""
     if a.cmd == "pack":
         src = Path(a.src)
         if not series.is_run_dir(src) and not any(d.is_dir() for d in src.iterdir()):
             raise ValueError(f"{src}: a .wzs series needs a run folder with checkpoint-N/ subfolders")
         out = series.pack_series(src, a.output, keyframe_every=a.keyframe_every, level=a.level,
-                                 max_error=getattr(a, "max_error", None), threads=a.threads,
+                                 **lossy_options(a), threads=a.threads,
                                  progress=False if a.quiet else None, overwrite=a.force)
         if not a.quiet:
             d = series.series_info(out, verify=False)
@@ -72,7 +72,7 @@ def command(a: argparse.Namespace, size) -> dict | None:
         if a.checkpoint:
             return d  # a member's per-tensor table, printed like any .wz
         print(f"{d['series']}: {len(d['checkpoints'])} checkpoints, keyframe every {d['keyframe_every']}"
-              + (f", lossy max-error {d['lossy']['max_error']}" if d.get("lossy") else ""))
+              + (f", lossy {d['lossy']}" if d.get("lossy") else ""))
         print(f"{'checkpoint':<24} {'step':>8} {'kind':<30} {'raw':>10} {'stored':>10} {'ratio':>8}")
         for c in d["checkpoints"]:
             kind = "keyframe" if c["ref"] is None else f"delta <- {c['ref']}"[:30]

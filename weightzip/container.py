@@ -64,7 +64,7 @@ class Writer:
 
     def __init__(self, f: BinaryIO, level: str = DEFAULT_LEVEL, threads: int | None = None,
                  chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[int], None] | None = None,
-                 ref: Any = None):
+                 ref: Any = None, lossy: Callable[[str, str, int], tuple[float, str] | None] | None = None):
         self.level_code = level_code(level)
         self.f, self.level, self.threads = f, level, _threads(threads)
         self.chunk_bytes = chunk_bytes
@@ -74,6 +74,7 @@ class Writer:
         self.tables: list[np.ndarray] = []
         self.nchunks = 0
         self.ref, self.file, self._blobs = ref, "", {}  # _blobs: blobs added per file so far
+        self.lossy = lossy
         f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
 
     def _encode(self, slabs: Iterable[memoryview], dt: DType, row: int,
@@ -97,9 +98,14 @@ class Writer:
         return first, self.nchunks - first, nbytes
 
     def add_tensor(self, name: str, dt: DType, shape: tuple[int, ...],
-                   slabs: Iterable[memoryview], extra: dict | None = None) -> int:
+                   slabs: Iterable[memoryview], extra: dict | None = None, lossy_ok: bool = False) -> int:
+        """lossy_ok: the caller's format keeps no checksum of these bytes (safetensors, save()),
+        so the Writer's `lossy` policy (name, dtype, numel) -> (E, domain) | None may apply."""
         row = int(shape[-1]) if len(shape) >= 2 else 0
         j = self.ref.match(self.file, name, dt.name, tuple(shape), self.chunk_bytes) if self.ref else None
+        plan = self.lossy(name, dt.name, int(np.prod(shape, dtype=np.int64))) if self.lossy and lossy_ok else None
+        if plan is not None:
+            return self._add_lossy(name, dt, tuple(shape), slabs, extra, j, row, *plan)
         if j is not None:
             extra = {**(extra or {}), "ref": {"entry": j}}
         first, count, nbytes = self._encode(slabs, dt, row, None if j is None else self.ref.slabs(j))
@@ -108,6 +114,32 @@ class Writer:
         if len(shape) > MAX_DIMS:
             raise ValueError(f"tensor {name!r}: more than {MAX_DIMS} dimensions")
         self.entries.append(Entry("tensor", first, count, nbytes, name, dt.name, tuple(shape), extra or {}))
+        return len(self.entries) - 1
+
+    def _add_lossy(self, name: str, dt: DType, shape: tuple[int, ...], slabs: Iterable[memoryview],
+                   extra: dict | None, j: int | None, row: int, max_error: float, domain: str) -> int:
+        """A float tensor quantised within max_error x RMS (lossy.py); closed-loop against the
+        reference's decoded bytes (its reconstruction, if it was lossy) when one matches."""
+        from . import lossy
+        data = np.concatenate([np.frombuffer(s, np.uint8) for s in slabs] or [np.empty(0, np.uint8)])
+        if data.size != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(f"tensor {name!r}: data size does not match its shape")
+        step, bound, checked = lossy.plan(data.view(dt.numpy), max_error, domain)
+        pred = self.ref.whole(j) if j is not None else None
+        payload, tab, _ = _C.encode_chunks_lossy(data, dt.itemsize, dt.transform, self.chunk_bytes, row,
+                                                 self.threads, step, checked, domain, pred)
+        rec = np.empty(len(tab), CHUNK_RECORD)
+        rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
+        first = self.nchunks
+        self.f.write(payload)
+        self.pos += payload.size
+        self.tables.append(rec)
+        self.nchunks += len(rec)
+        self.on_bytes(data.size)
+        extra = {**(extra or {}), "lossy": {"max_error": max_error, "domain": domain, "step": step, "bound": bound}}
+        if j is not None:
+            extra["ref"] = {"entry": j}
+        self.entries.append(Entry("tensor", first, len(rec), data.size, name, dt.name, shape, extra))
         return len(self.entries) - 1
 
     def add_blob(self, data: bytes | memoryview | Iterable[memoryview], nbytes: int | None = None) -> int:
@@ -123,14 +155,16 @@ class Writer:
 
     def finish(self, files: list[dict], source: dict, metadata: dict | None = None) -> None:
         uses_ref = any("ref" in e.extra for e in self.entries)
+        v2 = uses_ref or any("lossy" in e.extra for e in self.entries)
         index = {
-            "format": "weightzip", "version": 2 if uses_ref else 1, "level": self.level,
+            "format": "weightzip", "version": 2 if v2 else 1, "level": self.level,
             "chunk_bytes": self.chunk_bytes, "nchunks": self.nchunks,
             "entries": [e.to_json() for e in self.entries],
             "files": files, "source": source, "metadata": metadata or {},
         }
-        if uses_ref:  # version 2: only files that need their reference say so
+        if uses_ref:  # only files that need their reference say so
             index["ref"] = self.ref.id.to_json()
+        if v2:  # version 2: references and quantised chunks
             end = self.f.tell()
             self.f.seek(0)
             self.f.write(PREAMBLE.pack(MAGIC, 2, 0, 0))
@@ -331,10 +365,15 @@ class Reader:
         k = _C.stream_count(self.dtype_of(e).transform, self.dtype_of(e).itemsize)
         for off in self.offset[e.first:e.first + e.count]:
             self.f.seek(int(off))
-            head = self.f.read(k + 2)
+            head = self.f.read(max(k, 1) + 2)
             pred = PREDICTORS[head[1]] if head[:1] == b"\xfe" and len(head) > 1 and head[1] < len(PREDICTORS) else None
             if pred is not None:  # coded against the reference: predictor, then its streams
                 head = head[2:2 + {"sublen": 2, "zstd-dict": 0}.get(pred, k)]
+            if head[:1] == b"\xfd":  # quantised (lossy): flags byte says whether predicted
+                names = ["quantised"] + (["ref:quantised"] if len(head) > 2 and head[2] & 8 else [])
+                for name in names:
+                    counts[name] = counts.get(name, 0) + 1
+                continue
             names = ["stored"] if head[:1] == b"\xff" else \
                 [METHODS[m & 0x7f] if m & 0x7f < len(METHODS) else "?" for m in head[:k]]
             if pred is not None:

@@ -29,9 +29,10 @@ def _blob_range(w: Writer, f: BinaryIO, start: int, end: int) -> int:
 
 
 def _tensor_range(w: Writer, f: BinaryIO, name: str, dtype: str, shape: tuple, start: int,
-                  nbytes: int, extra: dict | None = None) -> int:
+                  nbytes: int, extra: dict | None = None, lossy_ok: bool = False) -> int:
+    """lossy_ok only where the format keeps no checksum of the bytes (not in zip records)."""
     f.seek(start)
-    return w.add_tensor(name, BY_NAME[dtype], shape, slabs_from_file(f, nbytes), extra)
+    return w.add_tensor(name, BY_NAME[dtype], shape, slabs_from_file(f, nbytes), extra, lossy_ok)
 
 
 def safetensors_layout(f: BinaryIO, size: int) -> tuple[int, list[tuple], dict] | None:
@@ -87,7 +88,7 @@ def add_safetensors(w: Writer, f: BinaryIO, size: int) -> tuple[list[int], dict]
     for begin, end, name, dtype, shape in spans:
         if begin > pos:  # bytes no tensor claims: kept verbatim
             parts.append(_blob_range(w, f, data_start + pos, data_start + begin))
-        parts.append(_tensor_range(w, f, name, dtype, shape, data_start + begin, end - begin))
+        parts.append(_tensor_range(w, f, name, dtype, shape, data_start + begin, end - begin, lossy_ok=True))
         pos = end
     if data_start + pos < size:
         parts.append(_blob_range(w, f, data_start + pos, size))

@@ -39,6 +39,8 @@ def info(path: PathLike, verify: bool = True, threads: int | None = None,
                 "bytes": e.nbytes, "stored": csize,
                 "ratio": csize / e.nbytes if e.nbytes else 1.0,
                 "codecs": r.chunk_methods(e),
+                "bits_per_weight": 8 * csize / (e.nbytes // r.dtype_of(e).itemsize) if e.nbytes else 0.0,
+                "lossy": e.extra.get("lossy"),
             })
         raw = sum(x["bytes"] for x in rows)
         return {

@@ -24,7 +24,8 @@ import numpy as np
 
 from . import _C
 
-__all__ = ["SLACK", "bits_per_weight", "dequantise", "dtype_code", "info", "quantise", "rms", "step_for"]
+__all__ = ["SLACK", "bits_per_weight", "dequantise", "dtype_code", "info", "plan", "policy", "quantise", "rms",
+           "step_for"]
 
 # Δ = B/(1 − θ) · SLACK: the slack keeps |x − x̂| ≤ B after the final cast for in-range values.
 SLACK = 1.0 - 2.0 ** -20
@@ -76,6 +77,44 @@ def step_for(bound: float, deadzone: float = 0.5) -> float:
         raise ValueError("deadzone (the rounding offset) must be in [0, 0.5]")
     step = bound / (1.0 - deadzone) * SLACK
     return step if math.isfinite(step) else float(np.finfo(np.float64).max)
+
+
+def plan(x: np.ndarray, max_error: float, domain: str = "linear") -> tuple[float, float, float]:
+    """(step Δ, bound B = max_error·RMS(x), the slightly tighter bound the encoder checks)."""
+    if not (max_error > 0 and math.isfinite(max_error)):
+        raise ValueError(f"max_error must be a positive number, not {max_error!r}")
+    bound = max_error * rms(x, domain)
+    return step_for(bound), bound, bound * _BOUND_MARGIN
+
+
+FLOATS = ("F32", "F16", "BF16", "F64")
+MIN_ELEMENTS = 64  # smaller tensors (scalars: step counters, norms' gains) stay exact: nothing to gain
+MOMENTS_SQ = ("exp_avg_sq", "max_exp_avg_sq")  # Adam's second moments: coded as sqrt(v)
+MOMENTS = ("exp_avg", "momentum_buffer")
+
+
+def policy(max_error: float | None, moment_error: float | None = None):
+    """The lossy plan of a checkpoint: (name, dtype, numel) -> (E, domain) or None (exact).
+    Float tensors of >= MIN_ELEMENTS at max_error (None: exact); optimizer moments, recognised
+    by the last part of their name, at moment_error (None: max_error): exp_avg_sq in the sqrt
+    domain, so that Adam's division by sqrt(v) keeps a relative meaning."""
+    if max_error is None and moment_error is None:
+        raise ValueError("a lossy policy needs max_error or moment_error")
+    for e in (max_error, moment_error):
+        if e is not None and not (e > 0 and math.isfinite(e)):
+            raise ValueError(f"error bounds must be positive numbers, not {e!r}")
+    me = max_error if moment_error is None else moment_error
+
+    def plan_of(name: str, dtype: str, numel: int) -> tuple[float, str] | None:
+        if dtype not in FLOATS or numel < MIN_ELEMENTS:
+            return None
+        leaf = name.replace("/", ".").rsplit(".", 1)[-1]
+        if leaf in MOMENTS_SQ:
+            return None if me is None else (me, "sqrt")
+        if leaf in MOMENTS:
+            return None if me is None else (me, "linear")
+        return None if max_error is None else (max_error, "linear")
+    return plan_of
 
 
 def _ref_array(ref: np.ndarray | None, x: np.ndarray) -> np.ndarray | None:

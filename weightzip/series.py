@@ -110,9 +110,7 @@ def _pack_member(s: Series, ckpt: Path, name: str, level: str, threads: int | No
     file = f"{step if step is not None else len(cks):08d}-{name}.wz"
     if any(c["file"] == file for c in cks):
         raise FileExistsError(f"{s.path}: a member {file} exists already")
-    opts: dict[str, Any] = {}
-    if lossy.get("max_error") is not None:
-        opts["max_error"] = lossy["max_error"]
+    opts: dict[str, Any] = {k: lossy[k] for k in ("max_error", "moment_error") if lossy.get(k) is not None}
     if not keyframe:
         opts["ref"] = s.path / prev["file"]  # type: ignore[index]
     dst = api.pack(ckpt, s.path / file, level=level, threads=threads, progress=False, **opts)
@@ -122,9 +120,10 @@ def _pack_member(s: Series, ckpt: Path, name: str, level: str, threads: int | No
 
 
 def pack_series(run_dir: str | Path, dst: str | Path, keyframe_every: int = 8, level: str = "default",
-                max_error: float | None = None, threads: int | None = None, progress: bool | None = None,
-                overwrite: bool = False) -> Path:
-    """Pack every checkpoint subfolder of run_dir into the series folder dst (created)."""
+                max_error: float | None = None, moment_error: float | None = None, threads: int | None = None,
+                progress: bool | None = None, overwrite: bool = False) -> Path:
+    """Pack every checkpoint subfolder of run_dir into the series folder dst (created). With
+    max_error/moment_error the members are lossy (api.pack), deltas closed-loop."""
     from tqdm import tqdm
     run_dir, dst = Path(run_dir), Path(dst)
     if keyframe_every < 1:
@@ -137,7 +136,8 @@ def pack_series(run_dir: str | Path, dst: str | Path, keyframe_every: int = 8, l
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     s = Series(dst, {"format": FORMAT, "version": VERSION, "keyframe_every": keyframe_every,
-                     "lossy": None if max_error is None else {"max_error": max_error}, "checkpoints": []})
+                     "lossy": None if max_error is None and moment_error is None else
+                     {"max_error": max_error, "moment_error": moment_error}, "checkpoints": []})
     _write_manifest(s)
     for c in tqdm(ckpts, desc=f"pack {run_dir.name}", unit="ckpt", disable=progress is False):
         s.manifest["checkpoints"].append(_pack_member(s, c, c.name, level, threads))

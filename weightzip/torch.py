@@ -81,7 +81,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
     ref: a previous checkpoint .wz to code against (lossless deltas; closed-loop in lossy mode).
     max_error: lossy weights, each element within max_error x RMS(tensor). moment_error: the
     bound for Adam's moments (exp_avg linear, exp_avg_sq in the sqrt domain); default
-    max_error. Without max_error the checkpoint is lossless."""
+    max_error. Without either the checkpoint is lossless (weightzip.lossy.policy)."""
     tensors, meta = _state_to_tensors(model, optimizer)
     meta["step"] = step
     if scheduler is not None:
@@ -94,33 +94,8 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
             raise TypeError("extra must be JSON-serialisable")
         meta["extra"] = dict(extra)
     md = {META_KEY: json.dumps(meta, separators=(",", ":"))}
-    opts: dict[str, Any] = {}
-    if ref is not None:
-        opts["ref"] = ref
-    if max_error is not None or moment_error is not None:
-        opts["lossy"] = lossy_policy(max_error, moment_error)
-    return api.save(tensors, path, level=level, metadata=md, threads=threads, overwrite=overwrite, **opts)
-
-
-def lossy_policy(max_error: float | None, moment_error: float | None = None):
-    """name -> (bound E, domain) or None (lossless) for the tensors of a checkpoint. Weights
-    at max_error (None: lossless); Adam's moments at moment_error (None: max_error)."""
-    me = max_error if moment_error is None else moment_error
-
-    def policy(name: str) -> tuple[float, str] | None:
-        if name.startswith("rng/"):
-            return None
-        if name.startswith("optimizer/"):
-            key = name.rsplit("/", 1)[-1]
-            if me is None:
-                return None
-            if key in ("exp_avg_sq", "max_exp_avg_sq"):
-                return (me, "sqrt")
-            if key in ("exp_avg", "momentum_buffer"):
-                return (me, "linear")
-            return None  # step counters and unknown state stay exact
-        return None if max_error is None else (max_error, "linear")
-    return policy
+    return api.save(tensors, path, level=level, metadata=md, threads=threads, overwrite=overwrite, ref=ref,
+                    max_error=max_error, moment_error=moment_error)
 
 
 def load_checkpoint(path: PathLike, model: torch.nn.Module | None = None,
@@ -162,3 +137,10 @@ def load_checkpoint(path: PathLike, model: torch.nn.Module | None = None,
     if restore_rng and "rng/torch" in tensors:
         torch.set_rng_state(tensors["rng/torch"])
     return {"step": meta.get("step"), "extra": meta.get("extra"), "model": msd, "optimizer": osd}
+
+
+def __getattr__(name: str):  # the DCP storage layer (needs torch.distributed) is imported on first use
+    if name in ("WzStorageWriter", "WzStorageReader"):
+        from . import torch_dcp
+        return getattr(torch_dcp, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

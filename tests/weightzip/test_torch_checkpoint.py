@@ -131,3 +131,25 @@ def test_delta_checkpoints_are_smaller_and_load_exactly(tmp_path):
     first.rename(tmp_path / "gone.wz")
     with pytest.raises(FormatError, match="c3.wz"):
         wzt.load_checkpoint(delta, m2, opt2)
+
+
+def test_lossy_moments_keep_weights_exact_and_bound_sqrt_v(tmp_path):
+    torch.manual_seed(0)
+    m = torch.nn.Linear(64, 32)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        m(torch.randn(16, 64)).square().mean().backward()
+        opt.step()
+    p = wzt.save_checkpoint(m, opt, tmp_path / "c.wz", moment_error=0.05)
+    m2 = torch.nn.Linear(64, 32)
+    opt2 = torch.optim.Adam(m2.parameters(), lr=1e-2)
+    wzt.load_checkpoint(p, m2, opt2)
+    _same(m.weight.detach(), m2.weight.detach())  # weights lossless
+    v, v2 = opt.state_dict()["state"][0]["exp_avg_sq"].double(), opt2.state_dict()["state"][0]["exp_avg_sq"].double()
+    s, s2 = v.sqrt(), v2.sqrt()
+    assert (s - s2).abs().max() <= 0.05 * s.square().mean().sqrt()  # the bound, in the sqrt domain
+    assert not ((v > 0) & (v2 == 0)).any()  # Adam never divides by a vanished moment
+    mm, mm2 = opt.state_dict()["state"][0]["exp_avg"].double(), opt2.state_dict()["state"][0]["exp_avg"].double()
+    assert 0 < (mm - mm2).abs().max() <= 0.05 * mm.square().mean().sqrt()
+    _same(opt.state_dict()["state"][0]["step"], opt2.state_dict()["state"][0]["step"])  # counters exact
