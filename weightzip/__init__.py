@@ -11,9 +11,9 @@ framework="torch" is asked for.
 """
 from ._version import __version__ as __version__
 from .api import WzFile, compress, decompress, load, open, pack, save, unpack
-from .errors import ChecksumError, FormatError
+from .errors import ChecksumError, FormatError, RefError
 from .inspect import info, verify
 
 __all__ = ["pack", "unpack", "save", "load", "open", "compress", "decompress", "info", "verify",
-           "WzFile", "FormatError", "ChecksumError"]
+           "WzFile", "FormatError", "ChecksumError", "RefError"]
 

@@ -115,10 +115,48 @@ def verify(path: PathLike, original: PathLike | None = None, threads: int | None
             on_disk = {p.relative_to(original).as_posix() for p in inputs.walk_folder(original)}
             if on_disk != {fd["path"] for fd in r.files}:
                 raise ChecksumError("the folder's file list differs from the original")
+        n_lossy = 0
         for fd, p in targets:
-            if _sha256(_parts_stream(r, fd["parts"], threads)) != _sha256(_file_blocks(p)):
+            if any("lossy" in r.entries[i].extra for i in fd["parts"]):
+                n_lossy += _check_lossy_file(r, fd["parts"], p, threads)
+            elif _sha256(_parts_stream(r, fd["parts"], threads)) != _sha256(_file_blocks(p)):
                 raise ChecksumError(f"{fd['path']}: restored bytes differ from {p}")
+        if n_lossy:
+            return (f"OK: {len(targets)} file(s) match {original}: {n_lossy} lossy tensor(s) within their "
+                    "bound, everything else byte-identical")
         return f"OK: {len(targets)} file(s) byte-identical (sha256) to {original}"
+
+
+def _check_lossy_file(r: Reader, parts: list[int], path: Path, threads: int | None) -> int:
+    """Parts in file order against the original: lossy tensors within their stored bound
+    (|x - x̂| <= E x RMS; in sqrt(v) for the sqrt domain; non-finite values bit-exact), every
+    other part byte-identical. Returns how many tensors were lossy."""
+    n = 0
+    with builtins.open(path, "rb") as f:
+        for i in parts:
+            e = r.entries[i]
+            want = f.read(e.nbytes)
+            if len(want) != e.nbytes:
+                raise ChecksumError(f"{path}: shorter than the restored content")
+            got = r.read_entry(i, threads)
+            lo = e.extra.get("lossy")
+            if lo is None:
+                if got.tobytes() != want:
+                    raise ChecksumError(f"{path}: restored bytes differ (entry {i})")
+                continue
+            n += 1
+            dt = r.dtype_of(e).numpy
+            x, xh = np.frombuffer(want, dt).astype(np.float64), got.view(dt).astype(np.float64)
+            fin = np.isfinite(x)
+            if lo["domain"] == "sqrt":
+                x, xh = np.sqrt(np.maximum(x, 0)), np.sqrt(np.maximum(xh, 0))
+            bits = np.frombuffer(want, f"u{dt.itemsize}")
+            if not np.array_equal(bits[~fin], got.view(bits.dtype)[~fin]) or \
+                    np.any(np.abs(x[fin] - xh[fin]) > float(lo["bound"])):
+                raise ChecksumError(f"{e.name}: not within its bound {lo['bound']:.3g} of {path}")
+    if f.closed and path.stat().st_size != sum(r.entries[i].nbytes for i in parts):
+        raise ChecksumError(f"{path}: longer than the restored content")
+    return n
 
 
 def _flatten_torch(obj: Any, name: str = "") -> dict[str, Any]:

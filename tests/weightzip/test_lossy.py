@@ -121,3 +121,16 @@ def test_property_bound_holds(tmp_path_factory, dt, e, n, seed, scale, with_ref)
         ref = weightzip.save({"x": x0}, d / "r.wz", max_error=e)
     p = weightzip.save({"x": x}, d / "x.wz", max_error=e, ref=ref)
     _check_bound(x, weightzip.load(p)["x"], e)
+
+
+def test_verify_checks_the_bound_against_the_original(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    t = {"a": rng.standard_normal((128, 64)).astype(np.float32), "n": np.arange(10, dtype=np.int32)}
+    src = tmp_path / "m.safetensors"
+    st.save_file(t, str(src))
+    p = weightzip.pack(src, tmp_path / "m.wz", max_error=0.01)
+    assert "within their bound" in weightzip.verify(p, src)
+    t["a"][5, 5] += 1.0  # an original the file does not match
+    st.save_file(t, str(tmp_path / "other.safetensors"))
+    assert cli.main(["verify", str(p), str(tmp_path / "other.safetensors")]) == 1
+    assert "bound" in capsys.readouterr().err
