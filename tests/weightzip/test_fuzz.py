@@ -60,6 +60,13 @@ def file_seeds(tmp_path, small_st_wz) -> list[bytes]:
     tensors = {"w": weights((16, 12), np.float32, 6), "e": np.zeros((0, 3), np.int16),
                "s": np.array(3.5, np.float64), "b": np.array([True, False, True])}
     seeds.append(weightzip.save(tensors, tmp_path / "saved.wz", level="default", metadata={"a": "b"}).read_bytes())
+    # lossy (0xFD quantised chunks, version 2): F32 with NaN/Inf exceptions, BF16, and the sqrt domain
+    import ml_dtypes
+    w = weights((40, 30), np.float32, 7)
+    w.reshape(-1)[:2] = [np.nan, np.inf]
+    lossy = {"w": w, "h": weights((20, 20), ml_dtypes.bfloat16, 8),
+             "state.0.exp_avg_sq": np.abs(weights((100,), np.float32, 9))}
+    seeds.append(weightzip.save(lossy, tmp_path / "lossy.wz", max_error=0.02).read_bytes())
     return seeds
 
 
