@@ -43,6 +43,17 @@ inline uint64_t load_u64(const uint8_t* p) {
 }
 inline void store_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 inline void store_u64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+// The same for any trivially copyable T (a word of sizeof(T) bytes, unaligned, host order).
+template <class T>
+inline T load_word(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T>
+inline void store_word(uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof v);
+}
 
 // Bounds-checked forward reader over an untrusted buffer: every read is checked.
 class Reader {

@@ -1,41 +1,29 @@
 #include "predict.hpp"
 
-#include <cstring>
 #include <stdexcept>
 
 namespace wz {
 
 namespace {
 
-template <class W>
-inline W ld(const uint8_t* p) {
-  W v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <class W>
-inline void st(uint8_t* p, W v) {
-  std::memcpy(p, &v, sizeof v);
-}
-
 constexpr int kBits(size_t w) { return int(8 * w); }
 
 template <class W>
 void sub_words(const uint8_t* x, const uint8_t* ref, size_t n, uint8_t* out) {
   for (size_t i = 0; i < n; ++i) {
-    const W d = W(ld<W>(x + sizeof(W) * i) - ld<W>(ref + sizeof(W) * i));
+    const W d = W(load_word<W>(x + sizeof(W) * i) - load_word<W>(ref + sizeof(W) * i));
     // zigzag: 0, -1, 1, -2... -> 0, 1, 2, 3... (arithmetic shift of the sign, done unsigned)
     const W sign = W(W(0) - W(d >> (kBits(sizeof(W)) - 1)));
-    st<W>(out + sizeof(W) * i, W(W(d << 1) ^ sign));
+    store_word<W>(out + sizeof(W) * i, W(W(d << 1) ^ sign));
   }
 }
 
 template <class W>
 void unsub_words(const uint8_t* res, const uint8_t* ref, size_t n, uint8_t* out) {
   for (size_t i = 0; i < n; ++i) {
-    const W z = ld<W>(res + sizeof(W) * i);
+    const W z = load_word<W>(res + sizeof(W) * i);
     const W d = W(W(z >> 1) ^ W(W(0) - W(z & 1)));
-    st<W>(out + sizeof(W) * i, W(ld<W>(ref + sizeof(W) * i) + d));
+    store_word<W>(out + sizeof(W) * i, W(load_word<W>(ref + sizeof(W) * i) + d));
   }
 }
 
@@ -51,14 +39,14 @@ size_t split_len(const uint8_t* zz, size_t n, uint8_t* lens, uint8_t* bits) {
     acc |= v << cnt;
     cnt += nb;
     if (cnt >= 32) {
-      st<uint32_t>(bits + pos, uint32_t(acc));
+      store_word<uint32_t>(bits + pos, uint32_t(acc));
       pos += 4;
       acc >>= 32;
       cnt -= 32;
     }
   };
   for (size_t i = 0; i < n; ++i) {
-    const uint64_t z = ld<W>(zz + sizeof(W) * i);
+    const uint64_t z = load_word<W>(zz + sizeof(W) * i);
     const int L = bit_length(z);
     lens[i] = uint8_t(L);
     if (L > 1) {
@@ -89,7 +77,7 @@ void merge_len(const uint8_t* lens, const uint8_t* bits, size_t nbytes, size_t n
     while (cnt < nb) {
       uint64_t b = 0;
       if (pos + 4 <= nbytes) {
-        b = ld<uint32_t>(bits + pos);
+        b = load_word<uint32_t>(bits + pos);
         pos += 4;
         acc |= b << cnt;
         cnt += 32;
@@ -120,7 +108,7 @@ void merge_len(const uint8_t* lens, const uint8_t* bits, size_t nbytes, size_t n
       }
       z = (nb == 64 ? 0 : (uint64_t(1) << nb)) | low;
     }
-    st<W>(zz + sizeof(W) * i, W(z));
+    store_word<W>(zz + sizeof(W) * i, W(z));
   }
 }
 

@@ -37,24 +37,13 @@ namespace {
 inline uint8_t rotl1(uint8_t b) { return uint8_t((b << 1) | (b >> 7)); }
 inline uint8_t rotr1(uint8_t b) { return uint8_t((b >> 1) | (b << 7)); }
 
-template <class T>
-inline T load(const uint8_t* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-template <class T>
-inline void store(uint8_t* p, T v) {
-  std::memcpy(p, &v, sizeof v);
-}
-
 // Byte planes of little-endian words W: with the width known the loops vectorise.
 template <class W>
 void split_words(const uint8_t* src, size_t n, uint8_t* const* planes) {
   uint8_t* p[sizeof(W)];
   std::copy(planes, planes + sizeof(W), p);
   for (size_t i = 0; i < n; ++i) {
-    const W v = load<W>(src + sizeof(W) * i);
+    const W v = load_word<W>(src + sizeof(W) * i);
     for (size_t b = 0; b < sizeof(W); ++b) p[b][i] = uint8_t(v >> (8 * b));
   }
 }
@@ -65,7 +54,7 @@ void merge_words(const uint8_t* const* planes, size_t n, uint8_t* dst) {
   for (size_t i = 0; i < n; ++i) {
     W v = 0;
     for (size_t b = 0; b < sizeof(W); ++b) v |= W(p[b][i]) << (8 * b);
-    store(dst + sizeof(W) * i, v);
+    store_word(dst + sizeof(W) * i, v);
   }
 }
 
@@ -86,14 +75,14 @@ WZ_AVX2_CLONE void split_planes(
   switch (t) {
     case Transform::kBF16:
       for (size_t i = 0; i < n; ++i) {
-        const uint16_t v = load<uint16_t>(src + 2 * i);
+        const uint16_t v = load_word<uint16_t>(src + 2 * i);
         p0[i] = uint8_t(v >> 7);
         p1[i] = uint8_t(((v >> 8) & 0x80) | (v & 0x7f));
       }
       return;
     case Transform::kFP16:
       for (size_t i = 0; i < n; ++i) {
-        const uint16_t v = load<uint16_t>(src + 2 * i);
+        const uint16_t v = load_word<uint16_t>(src + 2 * i);
         p0[i] = rotl1(uint8_t(v >> 8));
         p1[i] = uint8_t(v);
       }
@@ -101,7 +90,7 @@ WZ_AVX2_CLONE void split_planes(
     case Transform::kFP32: {
       uint8_t *p2 = planes[2], *p3 = planes[3];
       for (size_t i = 0; i < n; ++i) {
-        const uint32_t v = load<uint32_t>(src + 4 * i);
+        const uint32_t v = load_word<uint32_t>(src + 4 * i);
         p0[i] = uint8_t(v >> 23);
         p1[i] = uint8_t(((v >> 24) & 0x80) | ((v >> 16) & 0x7f));
         p2[i] = uint8_t(v >> 8);
@@ -111,7 +100,7 @@ WZ_AVX2_CLONE void split_planes(
     }
     case Transform::kFP64:
       for (size_t i = 0; i < n; ++i) {
-        const uint64_t v = load<uint64_t>(src + 8 * i);
+        const uint64_t v = load_word<uint64_t>(src + 8 * i);
         p0[i] = uint8_t(v >> 55);
         p1[i] = uint8_t(((v >> 56) & 0x80) | ((v >> 48) & 0x7f));
         for (int b = 2; b < 8; ++b) planes[b][i] = uint8_t(v >> (8 * (7 - b)));
@@ -138,18 +127,18 @@ WZ_AVX2_CLONE void merge_planes(
     case Transform::kBF16:
       for (size_t i = 0; i < n; ++i) {
         const uint32_t e = p0[i], m = p1[i];
-        store(dst + 2 * i, uint16_t(((m & 0x80) << 8) | (e << 7) | (m & 0x7f)));
+        store_word(dst + 2 * i, uint16_t(((m & 0x80) << 8) | (e << 7) | (m & 0x7f)));
       }
       return;
     case Transform::kFP16:
-      for (size_t i = 0; i < n; ++i) store(dst + 2 * i, uint16_t(rotr1(p0[i]) << 8 | p1[i]));
+      for (size_t i = 0; i < n; ++i) store_word(dst + 2 * i, uint16_t(rotr1(p0[i]) << 8 | p1[i]));
       return;
     case Transform::kFP32: {
       const uint8_t *p2 = planes[2], *p3 = planes[3];
       for (size_t i = 0; i < n; ++i) {
         const uint32_t e = p0[i], m = p1[i];
-        store(dst + 4 * i, ((m & 0x80) << 24) | (e << 23) | ((m & 0x7f) << 16) |
-                               (uint32_t(p2[i]) << 8) | p3[i]);
+        store_word(dst + 4 * i, ((m & 0x80) << 24) | (e << 23) | ((m & 0x7f) << 16) |
+                                    (uint32_t(p2[i]) << 8) | p3[i]);
       }
       return;
     }
@@ -158,7 +147,7 @@ WZ_AVX2_CLONE void merge_planes(
         const uint64_t e = p0[i], m = p1[i];
         uint64_t v = ((m & 0x80) << 56) | (e << 55) | ((m & 0x7f) << 48);
         for (int b = 2; b < 8; ++b) v |= uint64_t(planes[b][i]) << (8 * (7 - b));
-        store(dst + 8 * i, v);
+        store_word(dst + 8 * i, v);
       }
       return;
     case Transform::kFP8:

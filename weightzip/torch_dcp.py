@@ -127,7 +127,22 @@ def _chain_base(p: Path) -> Path | None:
     return None
 
 
-class WzStorageWriter(StorageWriter):
+class _WzCheckpointFolder:
+    """What the writer and the reader share: the checkpoint is the folder `self.path`, and a
+    checkpoint id is valid where FileSystemWriter/Reader would take it."""
+
+    path: Path
+
+    @property
+    def checkpoint_id(self) -> PathLike:
+        return self.path
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: PathLike) -> bool:
+        return FileSystem.validate_checkpoint_id(checkpoint_id)
+
+
+class WzStorageWriter(_WzCheckpointFolder, StorageWriter):
     """Writes a DCP checkpoint to folder `path`: one compressed .wz per rank.
 
     ref: a previous checkpoint folder of this layer; each rank's file is coded against the
@@ -233,16 +248,8 @@ class WzStorageWriter(StorageWriter):
     def storage_meta(self) -> StorageMeta | None:
         return StorageMeta(checkpoint_id=str(self.path), save_id=self.save_id)
 
-    @property
-    def checkpoint_id(self) -> PathLike:
-        return self.path
 
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: PathLike) -> bool:
-        return FileSystem.validate_checkpoint_id(checkpoint_id)
-
-
-class WzStorageReader(StorageReader):
+class WzStorageReader(_WzCheckpointFolder, StorageReader):
     """Reads a checkpoint written by WzStorageWriter. The references of delta files are found
     through the `.metadata` of the checkpoint folders (paths relative to each folder); if
     the folders moved apart, give them with ref= (a folder, a .wz, or a list of these).
@@ -335,12 +342,3 @@ class WzStorageReader(StorageReader):
         fut: Future[None] = Future()
         fut.set_result(None)
         return fut
-
-    @property
-    def checkpoint_id(self) -> PathLike:
-        return self.path
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: PathLike) -> bool:
-        return FileSystem.validate_checkpoint_id(checkpoint_id)
-

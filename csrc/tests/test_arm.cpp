@@ -23,54 +23,13 @@
 
 #include "arm.hpp"
 #include "xxhash64.hpp"
+#include "check.hpp"
 
 using namespace wz;
 using namespace wz::arm;
+using namespace wz_test;
 
 namespace {
-
-int g_checks = 0, g_failures = 0;
-
-void check(bool ok, const char* expr, const char* file, int line, const std::string& what) {
-  ++g_checks;
-  if (ok) return;
-  ++g_failures;
-  std::fprintf(stderr, "%s:%d: CHECK failed: %s%s%s\n", file, line, expr,
-               what.empty() ? "" : "  -- ", what.c_str());
-}
-#define CHECK(cond) check(bool(cond), #cond, __FILE__, __LINE__, "")
-#define CHECK_MSG(cond, msg) check(bool(cond), #cond, __FILE__, __LINE__, (msg))
-
-template <class E>
-bool throws(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-  return false;
-}
-#define CHECK_THROWS(E, ...) CHECK_MSG(throws<E>([&] { __VA_ARGS__; }), #E)
-
-struct Rng {  // splitmix64
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed) {}
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  uint32_t below(uint32_t n) { return uint32_t(next() % n); }
-  int32_t range(int32_t lo, int32_t hi) { return lo + int32_t(below(uint32_t(hi - lo + 1))); }
-  double uniform() { return double(next() >> 11) * 0x1.0p-53; }
-  double normal() {
-    const double u = std::max(uniform(), 1e-300), v = uniform();
-    return std::sqrt(-2 * std::log(u)) * std::cos(6.283185307179586 * v);
-  }
-};
 
 const std::vector<Offset> kCtx12 = {{-2, -2}, {-2, -1}, {-2, 0}, {-2, 1}, {-2, 2}, {-1, -2},
                                     {-1, -1}, {-1, 0},  {-1, 1}, {-1, 2}, {0, -2}, {0, -1}};
@@ -561,29 +520,18 @@ void bench() {
               best_dec * 1e3, best_dec * 1e9 / double(total));
 }
 
-void run(const char* name, void (*f)()) {
-  const int before = g_failures;
-  try {
-    f();
-  } catch (const std::exception& e) {
-    ++g_failures;
-    std::fprintf(stderr, "%s: unexpected exception: %s\n", name, e.what());
-  }
-  std::printf("%-16s %s\n", name, g_failures == before ? "ok" : "FAILED");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  run("tables", test_tables);
-  run("cdf", test_cdf);
-  run("validate", test_validate);
-  run("roundtrip", test_roundtrip);
-  run("rate", test_rate);
-  run("params", test_params);
-  run("corrupt", test_corrupt);
-  run("golden", test_golden);
-  if (argc > 1 && std::strcmp(argv[1], "bench") == 0) run("bench", bench);
+  run("tables", test_tables, 16);
+  run("cdf", test_cdf, 16);
+  run("validate", test_validate, 16);
+  run("roundtrip", test_roundtrip, 16);
+  run("rate", test_rate, 16);
+  run("params", test_params, 16);
+  run("corrupt", test_corrupt, 16);
+  run("golden", test_golden, 16);
+  if (argc > 1 && std::strcmp(argv[1], "bench") == 0) run("bench", bench, 16);
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
 }

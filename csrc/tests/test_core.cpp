@@ -35,59 +35,17 @@
 #include "transform.hpp"
 #include "xxhash64.hpp"
 #include "zstd_dl.hpp"
+#include "check.hpp"
 
 using namespace wz;
+using namespace wz_test;
 
 namespace {
 
-int g_checks = 0, g_failures = 0;
 uint64_t g_digest = 0;  // over every encoded output, in test order
-
-void check(bool ok, const char* expr, const char* file, int line, const std::string& what) {
-  ++g_checks;
-  if (ok) return;
-  ++g_failures;
-  std::fprintf(stderr, "%s:%d: CHECK failed: %s%s%s\n", file, line, expr,
-               what.empty() ? "" : "  -- ", what.c_str());
-}
-#define CHECK(cond) check(bool(cond), #cond, __FILE__, __LINE__, "")
-#define CHECK_MSG(cond, msg) check(bool(cond), #cond, __FILE__, __LINE__, (msg))
-
-// Whether f throws E (or a subclass); with exact, E itself and no subclass.
-template <class E>
-bool throws(const std::function<void()>& f, bool exact = false) {
-  try {
-    f();
-  } catch (const E& e) {
-    return !exact || typeid(e) == typeid(E);
-  } catch (...) {
-    return false;
-  }
-  return false;
-}
-#define CHECK_THROWS(E, ...) CHECK_MSG(throws<E>([&] { __VA_ARGS__; }), #E)
-#define CHECK_THROWS_EXACTLY(E, ...) CHECK_MSG(throws<E>([&] { __VA_ARGS__; }, true), #E " exactly")
 
 void digest(const uint8_t* p, size_t n) { g_digest = xxh64(p, n, g_digest); }
 void digest(const Bytes& b) { digest(b.data(), b.size()); }
-
-// splitmix64: deterministic everywhere.
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed) {}
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  uint32_t below(uint32_t n) { return uint32_t(next() % n); }
-  double uniform() { return double(next() >> 11) * 0x1.0p-53; }
-  double normal() {
-    const double u = std::max(uniform(), 1e-300), v = uniform();
-    return std::sqrt(-2 * std::log(u)) * std::cos(6.283185307179586 * v);
-  }
-};
 
 // ------------------------------------------------------------------------------------ rans
 
@@ -954,17 +912,6 @@ void test_xxh64() {
   CHECK(xxh64(nullptr, 0) == 0xEF46DB3751D8E999ULL);
   CHECK(xxh64(reinterpret_cast<const uint8_t*>("abc"), 3) == 0x44BC2CF5AD770999ULL);
   CHECK(chunk_checksum(reinterpret_cast<const uint8_t*>("abc"), 3) == 0xAD770999ULL);
-}
-
-void run(const char* name, void (*f)()) {
-  const int before = g_failures;
-  try {
-    f();
-  } catch (const std::exception& e) {
-    ++g_failures;
-    std::fprintf(stderr, "%s: unexpected exception: %s\n", name, e.what());
-  }
-  std::printf("%-24s %s\n", name, g_failures == before ? "ok" : "FAILED");
 }
 
 }  // namespace

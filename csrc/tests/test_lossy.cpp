@@ -18,49 +18,12 @@
 #include "cabac.hpp"
 #include "lossy.hpp"
 #include "quant.hpp"
+#include "check.hpp"
 
 using namespace wz;
+using namespace wz_test;
 
 namespace {
-
-int g_checks = 0, g_failures = 0;
-
-void check(bool ok, const char* expr, int line, const std::string& what) {
-  ++g_checks;
-  if (ok) return;
-  ++g_failures;
-  std::fprintf(stderr, "test_lossy.cpp:%d: CHECK failed: %s%s%s\n", line, expr,
-               what.empty() ? "" : "  -- ", what.c_str());
-}
-#define CHECK(cond) check(bool(cond), #cond, __LINE__, "")
-#define CHECK_MSG(cond, msg) check(bool(cond), #cond, __LINE__, (msg))
-
-template <class E> bool throws(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-  return false;
-}
-
-struct Rng {  // splitmix64
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed) {}
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return double(next() >> 11) * 0x1.0p-53; }
-  double normal() {
-    const double u = std::max(uniform(), 1e-300), v = uniform();
-    return std::sqrt(-2 * std::log(u)) * std::cos(6.283185307179586 * v);
-  }
-};
 
 // ------------------------------------------------------------------------------ casts
 
