@@ -84,6 +84,16 @@ def speed(work: Path, mb: int = 64) -> dict:
         t_unpack = time.perf_counter() - t
         out[name] = {"pack_MBps": raw / t_pack, "unpack_MBps": raw / t_unpack,
                      "ratio": p.stat().st_size / (raw * 1e6)}
+    # a training loop's chain (CheckpointChain): the reference's reconstruction is still in memory
+    from weightzip.refs import ReconCache
+    cache = ReconCache()
+    for name, kw in (("delta, reference in memory", {}), ("lossy-0.01-delta, reference in memory",
+                                                          {"max_error": 0.01})):
+        ra = weightzip.save(a, d / "ca.wz", threads=1, overwrite=True, cache=cache, **kw)
+        t = time.perf_counter()
+        p = weightzip.save(b, d / "cb.wz", threads=1, overwrite=True, cache=cache, ref=ra, **kw)
+        out[name] = {"pack_MBps": raw / (time.perf_counter() - t), "unpack_MBps": float("nan"),
+                     "ratio": p.stat().st_size / (raw * 1e6)}
     return out
 
 

@@ -319,11 +319,12 @@ def _as_bytes(name: str, t: Any) -> tuple[Any, tuple[int, ...], memoryview]:
 def save(tensors: Mapping[str, Any], path: PathLike, level: str = DEFAULT_LEVEL,
          metadata: Mapping[str, str] | None = None, threads: int | None = None,
          overwrite: bool = False, ref: PathLike | None = None, max_error: float | None = None,
-         moment_error: float | None = None) -> Path:
+         moment_error: float | None = None, cache: refs.ReconCache | None = None) -> Path:
     """Write tensors to .wz; unpack() of it yields a valid .safetensors file. An existing
     path is replaced only with overwrite=True. With `ref` (an earlier save() of the same
     names, e.g. the previous checkpoint) tensors are coded against it; max_error and
-    moment_error make float tensors lossy, as in pack()."""
+    moment_error make float tensors lossy, as in pack(). cache (a refs.ReconCache) keeps this
+    file's decoded tensors in memory, so that the next save with ref= this file skips decoding it."""
     items = [(name, *_as_bytes(name, t)) for name, t in tensors.items()]
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     off = 0
@@ -333,13 +334,16 @@ def save(tensors: Mapping[str, Any], path: PathLike, level: str = DEFAULT_LEVEL,
     js = json.dumps(header, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 8)  # safetensors pads the header to 8 bytes
     path = Path(path)
-    rsrc = refs.RefSource(ref, path) if ref is not None else None
+    rsrc = refs.RefSource(ref, path, cache) if ref is not None else None
     with atomic_path(path, overwrite) as tmp, builtins.open(tmp, "wb") as f, _closing(rsrc):
         w = Writer(f, level, threads, ref=rsrc, lossy=_policy(max_error, moment_error))
+        w.keep = {} if cache is not None else None
         parts = [w.add_blob(len(js).to_bytes(8, "little") + js)]
         parts += [w.add_tensor(name, dt, shape, slabs_of(buf), lossy_ok=True) for name, dt, shape, buf in items]
-        w.finish([{"path": path.with_suffix("").name or "tensors", "parts": parts}],
-                 {"kind": "safetensors"}, dict(metadata or {}))
+        ident = w.finish([{"path": path.with_suffix("").name or "tensors", "parts": parts}],
+                         {"kind": "safetensors"}, dict(metadata or {}))
+    if cache is not None:
+        cache.store(*ident, w.keep or {})
     return path
 
 

@@ -75,6 +75,7 @@ class Writer:
         self.nchunks = 0
         self.ref, self.file, self._blobs = ref, "", {}  # _blobs: blobs added per file so far
         self.lossy = lossy
+        self.keep: dict[int, np.ndarray] | None = None  # set to {} to keep each tensor's decoded bytes
         f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
 
     def _encode(self, slabs: Iterable[memoryview], dt: DType, row: int,
@@ -106,6 +107,10 @@ class Writer:
         plan = self.lossy(name, dt.name, int(np.prod(shape, dtype=np.int64))) if self.lossy and lossy_ok else None
         if plan is not None:
             return self._add_lossy(name, dt, tuple(shape), slabs, extra, j, row, *plan)
+        if self.keep is not None:  # a private copy: the caller's buffers may change after this
+            kept = np.concatenate([np.frombuffer(s, np.uint8) for s in slabs] or [np.empty(0, np.uint8)])
+            self.keep[len(self.entries)] = kept
+            slabs = slabs_of(memoryview(kept))
         if j is not None:
             extra = {**(extra or {}), "ref": {"entry": j}}
         first, count, nbytes = self._encode(slabs, dt, row, None if j is None else self.ref.slabs(j))
@@ -126,8 +131,10 @@ class Writer:
             raise ValueError(f"tensor {name!r}: data size does not match its shape")
         step, bound, checked = lossy.plan(data.view(dt.numpy), max_error, domain)
         pred = self.ref.whole(j) if j is not None else None
-        payload, tab, _ = _C.encode_chunks_lossy(data, dt.itemsize, dt.transform, self.chunk_bytes, row,
-                                                 self.threads, step, checked, domain, pred)
+        payload, tab, recon = _C.encode_chunks_lossy(data, dt.itemsize, dt.transform, self.chunk_bytes, row,
+                                                     self.threads, step, checked, domain, pred)
+        if self.keep is not None:
+            self.keep[len(self.entries)] = recon
         rec = np.empty(len(tab), CHUNK_RECORD)
         rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
         first = self.nchunks
@@ -153,7 +160,8 @@ class Writer:
         self.entries.append(Entry("blob", first, count, n, extra={"ref": {"entry": j}} if j is not None else {}))
         return len(self.entries) - 1
 
-    def finish(self, files: list[dict], source: dict, metadata: dict | None = None) -> None:
+    def finish(self, files: list[dict], source: dict, metadata: dict | None = None) -> tuple[int, int]:
+        """Write the index and footer; returns the file's identity (index XXH64, size)."""
         uses_ref = any("ref" in e.extra for e in self.entries)
         v2 = uses_ref or any("lossy" in e.extra for e in self.entries)
         index = {
@@ -176,7 +184,9 @@ class Writer:
         table = np.concatenate(self.tables) if self.tables else np.empty(0, CHUNK_RECORD)
         blob = INDEX_HEAD.pack(len(js), coded.size, int(tab[0, 2])) + coded.tobytes() + table.tobytes()
         self.f.write(blob)
-        self.f.write(FOOTER.pack(self.pos, len(blob), _C.xxh64(blob), FOOTER_MAGIC))
+        ihash = _C.xxh64(blob)
+        self.f.write(FOOTER.pack(self.pos, len(blob), ihash, FOOTER_MAGIC))
+        return ihash, self.pos + len(blob) + FOOTER.size
 
 
 class _Feed:

@@ -133,15 +133,34 @@ def attach(reader: Reader, path: PathLike, ref: PathLike | Sequence[PathLike] | 
     return res
 
 
+class ReconCache:
+    """The decoded tensor entries of the last file written through it (weightzip.save(...,
+    cache=)), so that the next save against that very file (a training loop's chain of
+    closed-loop deltas) reads them from memory instead of decoding the file. Costs one
+    checkpoint of memory; the entries are used only for the file whose identity they came
+    from (index XXH64 + size), so a stale cache is never wrong, only unused."""
+
+    def __init__(self) -> None:
+        self.key: tuple[int, int] | None = None
+        self.entries: dict[int, Any] = {}
+
+    def store(self, index_xxh64: int, size: int, entries: dict[int, Any]) -> None:
+        self.key, self.entries = (index_xxh64, size), entries
+
+    def lookup(self, rid: RefId) -> dict[int, Any]:
+        return self.entries if self.key == (rid.index_xxh64, rid.size) else {}
+
+
 class RefSource:
     """A reference opened for packing: which of its entries match a new tensor or blob, and
-    their bytes."""
+    their bytes (from `cache` when it holds this file's decoded entries)."""
 
-    def __init__(self, path: PathLike, out: Path | None = None):
+    def __init__(self, path: PathLike, out: Path | None = None, cache: ReconCache | None = None):
         path = Path(path)
         if out is not None and path.resolve() == out.resolve():
             raise RefError(f"--ref {path}: the reference and the output are the same file")
         self.id = ref_id(path)
+        self.cached = cache.lookup(self.id) if cache is not None else {}
         self.f = builtins.open(path, "rb")
         self.resolver = Resolver()
         try:
@@ -188,10 +207,12 @@ class RefSource:
         return self.reader.entries[j].nbytes
 
     def slabs(self, j: int) -> Iterator[memoryview]:
+        if j in self.cached:
+            return iter([memoryview(self.cached[j])])
         return self.reader.iter_entry(j)
 
     def whole(self, j: int) -> Any:
-        return self.reader.read_entry(j)
+        return self.cached[j] if j in self.cached else self.reader.read_entry(j)
 
     def close(self) -> None:
         self.resolver.close()

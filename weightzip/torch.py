@@ -24,6 +24,7 @@ import torch
 
 from . import api
 from .errors import FormatError
+from .refs import ReconCache
 
 META_KEY = "weightzip.checkpoint"
 FORMAT = "weightzip-torch-checkpoint/1"
@@ -75,7 +76,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
                     step: int | None = None, scheduler: Any = None, extra: Mapping[str, Any] | None = None,
                     ref: PathLike | None = None, max_error: float | None = None,
                     moment_error: float | None = None, level: str = "default", threads: int | None = None,
-                    overwrite: bool = True) -> Path:
+                    overwrite: bool = True, cache: ReconCache | None = None) -> Path:
     """Write model (+ optimizer, scheduler, RNG, step, JSON extra) to one .wz.
 
     ref: a previous checkpoint .wz to code against (lossless deltas; closed-loop in lossy mode).
@@ -95,7 +96,7 @@ def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
         meta["extra"] = dict(extra)
     md = {META_KEY: json.dumps(meta, separators=(",", ":"))}
     return api.save(tensors, path, level=level, metadata=md, threads=threads, overwrite=overwrite, ref=ref,
-                    max_error=max_error, moment_error=moment_error)
+                    max_error=max_error, moment_error=moment_error, cache=cache)
 
 
 def load_checkpoint(path: PathLike, model: torch.nn.Module | None = None,
@@ -137,6 +138,49 @@ def load_checkpoint(path: PathLike, model: torch.nn.Module | None = None,
     if restore_rng and "rng/torch" in tensors:
         torch.set_rng_state(tensors["rng/torch"])
     return {"step": meta.get("step"), "extra": meta.get("extra"), "model": msd, "optimizer": osd}
+
+
+class CheckpointChain:
+    """Checkpoints of one run in a folder, each a delta against the one before (closed-loop
+    when lossy), a keyframe every `keyframe_every`, so loading any of them decodes at most that
+    many files. The last save's decoded tensors stay in memory, so the next delta needs no
+    decode. A new CheckpointChain on an existing folder continues its chain.
+
+        chain = CheckpointChain("ckpt/", keyframe_every=8, moment_error=0.1)
+        chain.save(model, optimizer, step=step)          # every N steps
+        info = chain.load(model, optimizer)              # the latest (or step=...)
+    """
+    PATTERN = "ckpt-*.wz"
+
+    def __init__(self, directory: PathLike, keyframe_every: int = 8, max_error: float | None = None,
+                 moment_error: float | None = None, level: str = "default", threads: int | None = None):
+        if keyframe_every < 1:
+            raise ValueError("keyframe_every must be >= 1")
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.k, self.level, self.threads = keyframe_every, level, threads
+        self.max_error, self.moment_error = max_error, moment_error
+        self.cache = ReconCache()
+
+    def paths(self) -> list[Path]:
+        return sorted(self.dir.glob(self.PATTERN))
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *, step: int,
+             scheduler: Any = None, extra: Mapping[str, Any] | None = None) -> Path:
+        have = self.paths()
+        keyframe = not have or len(have) % self.k == 0
+        return save_checkpoint(model, optimizer, self.dir / f"ckpt-{step:09d}.wz", step=step, scheduler=scheduler,
+                               extra=extra, ref=None if keyframe else have[-1], max_error=self.max_error,
+                               moment_error=self.moment_error, level=self.level, threads=self.threads,
+                               overwrite=False, cache=self.cache)
+
+    def load(self, model: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
+             scheduler: Any = None, step: int | None = None, **kw: Any) -> dict[str, Any]:
+        have = self.paths()
+        if not have:
+            raise FileNotFoundError(f"{self.dir}: no checkpoints")
+        path = have[-1] if step is None else self.dir / f"ckpt-{step:09d}.wz"
+        return load_checkpoint(path, model, optimizer, scheduler, **kw)
 
 
 def __getattr__(name: str):  # the DCP storage layer (needs torch.distributed) is imported on first use

@@ -153,3 +153,32 @@ def test_lossy_moments_keep_weights_exact_and_bound_sqrt_v(tmp_path):
     mm, mm2 = opt.state_dict()["state"][0]["exp_avg"].double(), opt2.state_dict()["state"][0]["exp_avg"].double()
     assert 0 < (mm - mm2).abs().max() <= 0.05 * mm.square().mean().sqrt()
     _same(opt.state_dict()["state"][0]["step"], opt2.state_dict()["state"][0]["step"])  # counters exact
+
+
+def test_checkpoint_chain_keyframes_cache_and_resume(tmp_path, monkeypatch):
+    from weightzip import container
+    m, opt, sch = _setup()
+    chain = wzt.CheckpointChain(tmp_path / "run", keyframe_every=3, max_error=0.01)
+    decoded = []
+    real = container.Reader._decode
+    monkeypatch.setattr(container.Reader, "_decode", lambda self, *a, **k: decoded.append(1) or real(self, *a, **k))
+    states = []
+    for step in range(1, 6):
+        _train(m, opt, sch, 1, seed=step)
+        chain.save(m, opt, step=step)
+        states.append({k: v.clone() for k, v in m.state_dict().items()})
+    monkeypatch.undo()
+    tensor_decodes = len(decoded)
+    assert tensor_decodes < 10  # the cache spared the reference decodes (blobs only)
+    paths = chain.paths()
+    assert [p.name for p in paths] == [f"ckpt-{s:09d}.wz" for s in range(1, 6)]
+    refs_of = [weightzip.info(p, verify=False).get("ref") for p in paths]
+    assert [r is None for r in refs_of] == [True, False, False, True, False]  # keyframes at 0 and 3
+    m2, opt2, _ = _setup(seed=9)
+    assert wzt.CheckpointChain(tmp_path / "run").load(m2, opt2)["step"] == 5  # a new chain object resumes
+    for k, v in states[-1].items():
+        w = m2.state_dict()[k]
+        if v.is_floating_point() and v.numel() >= 64:
+            assert (w - v).abs().max() <= 0.01 * v.double().square().mean().sqrt()
+        else:
+            _same(v, w)
