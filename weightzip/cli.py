@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("-o", "--output", help="output .wz file, or an existing folder to write SRC.wz into")
     pk.add_argument("--level", choices=LEVEL_NAMES, default=DEFAULT_LEVEL)
     pk.add_argument("--lossy", action="store_true", help="quantise float tensors of safetensors files within "
-                    "--max-error x RMS(tensor) per element (ints, torch .pt and other bytes stay exact)")
+                    "--max-error x RMS(tensor) per element (safetensors, torch .pt; ints and other bytes stay exact)")
     pk.add_argument("--max-error", type=clitools.positive_float, metavar="E",
                     help="with --lossy: the per-element bound, as a fraction of each tensor's RMS (e.g. 0.01)")
     pk.add_argument("--moment-error", type=clitools.positive_float, metavar="E",

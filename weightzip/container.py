@@ -76,6 +76,7 @@ class Writer:
         self.ref, self.file, self._blobs = ref, "", {}  # _blobs: blobs added per file so far
         self.lossy = lossy
         self.keep: dict[int, np.ndarray] | None = None  # set to {} to keep each tensor's decoded bytes
+        self.last_recon: np.ndarray | None = None  # the last tensor's reconstruction, if it was lossy
         f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
 
     def _encode(self, slabs: Iterable[memoryview], dt: DType, row: int,
@@ -105,6 +106,7 @@ class Writer:
         row = int(shape[-1]) if len(shape) >= 2 else 0
         j = self.ref.match(self.file, name, dt.name, tuple(shape), self.chunk_bytes) if self.ref else None
         plan = self.lossy(name, dt.name, int(np.prod(shape, dtype=np.int64))) if self.lossy and lossy_ok else None
+        self.last_recon = None
         if plan is not None:
             return self._add_lossy(name, dt, tuple(shape), slabs, extra, j, row, *plan)
         if self.keep is not None:  # a private copy: the caller's buffers may change after this
@@ -133,6 +135,7 @@ class Writer:
         pred = self.ref.whole(j) if j is not None else None
         payload, tab, recon = _C.encode_chunks_lossy(data, dt.itemsize, dt.transform, self.chunk_bytes, row,
                                                      self.threads, step, checked, domain, pred)
+        self.last_recon = recon
         if self.keep is not None:
             self.keep[len(self.entries)] = recon
         rec = np.empty(len(tab), CHUNK_RECORD)

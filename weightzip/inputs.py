@@ -10,12 +10,13 @@ import json
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from . import torch_zip
+from . import torch_zip, zipscan
 from .container import MAX_DIMS, Writer, slabs_from_file
 from .dtypes import BY_NAME, from_numpy
 from .errors import FormatError
@@ -189,6 +190,8 @@ def add_torch(w: Writer, f: BinaryIO, size: int) -> tuple[list[int], str] | None
     if found is None:
         return None
     how, spans = found
+    if w.lossy is not None:
+        return _add_torch_lossy(w, f, size, how, spans), how
     parts, pos = [], 0
     for begin, end, name, dtype, shape in spans:
         if begin > pos:
@@ -198,6 +201,37 @@ def add_torch(w: Writer, f: BinaryIO, size: int) -> tuple[list[int], str] | None
     if size > pos or not parts:
         parts.append(_blob_range(w, f, pos, size))
     return parts, how
+
+
+def _add_torch_lossy(w: Writer, f: BinaryIO, size: int, how: str, spans: list) -> list[int]:
+    """add_torch when the Writer may quantise: every storage is coded before the bytes in
+    front of it, so that the zip records' CRC-32 fields (local header, data descriptor,
+    central directory) can be rewritten for the reconstruction; the parts list keeps the
+    file order. Legacy files hold no CRCs."""
+    crc_at = zipscan.crc_fields(f, size, zipscan.members(f, size)) if how == "torch-zip" else {}
+    patches: dict[int, int] = {}
+
+    def gap(start: int, end: int) -> int:
+        f.seek(start)
+        data = bytearray(f.read(end - start))
+        for off, crc in patches.items():
+            if start <= off and off + 4 <= end:
+                data[off - start:off - start + 4] = crc.to_bytes(4, "little")
+        return w.add_blob(bytes(data))
+
+    parts, pos = [], 0
+    for begin, end, name, dtype, shape in spans:
+        idx = _tensor_range(w, f, name, dtype, shape, begin, end - begin, lossy_ok=True)
+        if w.last_recon is not None:
+            for off in crc_at.get(begin, []):
+                patches[off] = zlib.crc32(w.last_recon)
+        if begin > pos:
+            parts.append(gap(pos, begin))
+        parts.append(idx)
+        pos = end
+    if size > pos or not parts:
+        parts.append(gap(pos, size))
+    return parts
 
 
 def add_file(w: Writer, path: Path) -> tuple[list[int], str, dict]:

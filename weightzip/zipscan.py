@@ -30,6 +30,8 @@ class Member(NamedTuple):
     csize: int  # bytes in the file
     usize: int  # bytes once decompressed
     offset: int  # file offset of the member's local header
+    flags: int = 0  # general purpose flags (bit 3: sizes and CRC in a data descriptor)
+    crc_at: int = -1  # file offset of the central directory's CRC-32 field of this member
 
 
 def is_zip(head: bytes) -> bool:
@@ -99,6 +101,7 @@ def members(f: BinaryIO, size: int) -> list[Member]:
         raise FormatError("zip central directory truncated")
     out, pos = [], 0
     for _ in range(count):
+        pos_entry = pos
         if pos + CENTRAL.size > len(cd):
             raise FormatError("zip central directory truncated")
         (sig, _vm, _vn, flags, method, _t, _d, _crc, csize, usize, nlen, xlen, clen, disk,
@@ -112,7 +115,7 @@ def members(f: BinaryIO, size: int) -> list[Member]:
         if disk == U16:  # a zip64 disk number would follow; torch never writes one
             raise FormatError("multi-disk zip archives are not supported")
         name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
-        out.append(Member(name, method, csize, usize, offset))
+        out.append(Member(name, method, csize, usize, offset, flags, cd_off + pos_entry + 16))
     return out
 
 
@@ -149,4 +152,26 @@ def read_member(f: BinaryIO, size: int, m: Member, limit: int) -> bytes:
         raise FormatError(f"zip member {m.name!r}: {e}") from None
     if len(out) > limit:
         raise FormatError(f"zip member {m.name!r} too large to read")
+    return out
+
+
+def crc_fields(f: BinaryIO, size: int, ms: list[Member]) -> dict[int, list[int]]:
+    """Data start of each STORED member -> file offsets of the CRC-32 fields that describe its
+    bytes: the central directory's, the local header's (unless 0: sizes deferred) and the
+    data descriptor's (flag bit 3; with or without its optional signature). Lossy packing of a
+    torch checkpoint rewrites them for the reconstructed bytes."""
+    out: dict[int, list[int]] = {}
+    for m in ms:
+        if m.method != STORED or m.crc_at < 0:
+            continue
+        start = data_start(f, size, m)
+        at = [m.crc_at]
+        f.seek(m.offset + 14)
+        if f.read(4) != b"\0\0\0\0":
+            at.append(m.offset + 14)
+        if m.flags & 8 and start + m.csize + 8 <= size:
+            end = start + m.csize
+            f.seek(end)
+            at.append(end + 4 if f.read(4) == b"PK\x07\x08" else end)
+        out[start] = at
     return out
