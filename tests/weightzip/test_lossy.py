@@ -154,3 +154,33 @@ def test_verify_checks_the_bound_against_the_original(tmp_path, capsys):
     st.save_file(t, str(tmp_path / "other.safetensors"))
     assert cli.main(["verify", str(p), str(tmp_path / "other.safetensors")]) == 1
     assert "bound" in capsys.readouterr().err
+
+
+def test_trainer_folder_lossy_chain_with_optimizer_pt(tmp_path):
+    import json
+    import zipfile
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    m = torch.nn.Linear(96, 64)
+    opt = torch.optim.AdamW(m.parameters())
+    prev = None
+    for k in range(3):
+        m(torch.randn(8, 96)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        d = tmp_path / f"checkpoint-{k}"
+        d.mkdir()
+        st.save_file({n: p.detach().numpy() for n, p in m.named_parameters()}, str(d / "model.safetensors"))
+        torch.save(opt.state_dict(), d / "optimizer.pt")
+        (d / "trainer_state.json").write_text(json.dumps({"step": k, "log": list(range(10 * k))}))
+        p = weightzip.pack(d, tmp_path / f"c{k}.wz", max_error=0.01, moment_error=0.1, ref=prev)
+        out = weightzip.unpack(p, tmp_path / f"u{k}")  # the chain is found beside it
+        assert (out / "trainer_state.json").read_bytes() == (d / "trainer_state.json").read_bytes()
+        with zipfile.ZipFile(out / "optimizer.pt") as z:
+            assert z.testzip() is None
+        a, b = torch.load(d / "optimizer.pt", weights_only=True), torch.load(out / "optimizer.pt", weights_only=True)
+        _check_bound(a["state"][0]["exp_avg"].numpy(), b["state"][0]["exp_avg"].numpy(), 0.1)
+        got = st.load_file(str(out / "model.safetensors"))
+        _check_bound(m.weight.detach().numpy(), got["weight"], 0.01)
+        prev = p
+    assert weightzip.info(prev, verify=True)["entries"]  # every checksum of the last delta holds
