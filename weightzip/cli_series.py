@@ -73,10 +73,11 @@ def command(a: argparse.Namespace, size, lossy_options) -> dict | None:
             return d  # a member's per-tensor table, printed like any .wz
         print(f"{d['series']}: {len(d['checkpoints'])} checkpoints, keyframe every {d['keyframe_every']}"
               + (f", lossy {d['lossy']}" if d.get("lossy") else ""))
-        print(f"{'checkpoint':<24} {'step':>8} {'kind':<30} {'raw':>10} {'stored':>10} {'ratio':>8}")
-        for c in d["checkpoints"]:
-            kind = "keyframe" if c["ref"] is None else f"delta <- {c['ref']}"[:30]
-            print(f"{c['name']:<24} {c['step'] if c['step'] is not None else '':>8} {kind:<30} "
+        kinds = ["keyframe" if c["ref"] is None else f"delta <- {c['ref']}" for c in d["checkpoints"]]
+        kw = max([len(k) for k in kinds] + [8])
+        print(f"{'checkpoint':<24} {'step':>8} {'kind':<{kw}} {'raw':>10} {'stored':>10} {'ratio':>8}")
+        for c, kind in zip(d["checkpoints"], kinds):
+            print(f"{c['name']:<24} {c['step'] if c['step'] is not None else '':>8} {kind:<{kw}} "
                   f"{size(c['raw_bytes']):>10} {size(c['bytes']):>10} {100 * c['ratio']:7.2f}%")
         print(f"total: {size(d['raw_bytes'])} -> {size(d['total_bytes'])} ({100 * d['ratio']:.2f}%)")
         print("checksums: all members verified" if d["verified"] else "checksums: NOT verified (--no-verify)")
