@@ -286,3 +286,28 @@ def test_cli_eval_fits_every_image_at_the_preset(codec_dir, tmp_path, capsys):
 
     with pytest.raises(LookupError, match="no training"):
         tools.for_kind("coolchic").train("coolchic", [str(data)])
+
+
+def test_cool_chic_5_recipe_fits_and_decodes(tmp_path):
+    """recipe "v5" (Gaussian soft-rounding noise, a frozen-latent last phase, the best rounded
+    state kept, candidates ranked by it, clipped net gradients, ARM started at a small scale):
+    a valid file, more slow than fast, and the last phase leaves the latents untouched."""
+    meta = json.loads((REPO / "codecs" / "coolchic" / "codec.json").read_text())
+    meta.update(name="coolchic-v5-test", id=9005, presets=PRESETS)
+    meta["model"].update(recipe="v5", clip=0.1, arm_init=True)
+    (tmp_path / "codec.json").write_text(json.dumps(meta))
+    torch.set_num_threads(1)
+    img = smooth(32, 48)
+    fast = neurocodec.encode(img, codec=str(tmp_path), quality=3, preset="fast")
+    slow = neurocodec.encode(img, codec=str(tmp_path), quality=3, preset="slow")
+    p_fast = psnr(neurocodec.decode(fast, codec=str(tmp_path)), img)
+    p_slow = psnr(neurocodec.decode(slow, codec=str(tmp_path)), img)
+    assert p_slow > p_fast + 1, (p_fast, p_slow)
+    run = fit_module._Run(32, 48, 3, meta["model"], torch.device("cpu"), 0)
+    run.iterations = 100
+    x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    before = [y.detach().clone() for y in run.model.latents]
+    assert run._v5(0.0035, 0.99, False)[0] == "frozen"
+    run.step(x, 0.0035, 0.99)
+    assert all(torch.equal(a, b) for a, b in zip(before, run.model.latents))
+    assert run.model.arm[-1].bias[1].item() == pytest.approx(-4 / np.log(2))

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurocodec.runtime.coolchic.format import Header, arm_net, encode_params
-from weightzip.core import ARM_CONTEXT_5X5, arm_encode, arm_params
+from weightzip.core import ARM_CONTEXT_5X5
 
 A_FIT = 255  # latents are clamped to [-A_FIT, A_FIT] while fitting
 BICUBIC = (-0.03515625, 0.26171875, 0.87890625, -0.10546875)  # phase-0 taps (Keys a = -0.75)
@@ -73,6 +72,10 @@ class CoolChicModel(nn.Module):
         self.latents = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, a, b)) for a, b in self.shapes])
         dims = [len(ARM_CONTEXT_5X5), *cfg["arm_hidden"], 2]
         self.arm = nn.ModuleList([nn.Linear(dims[i], dims[i + 1]) for i in range(len(dims) - 1)])
+        if cfg.get("arm_init"):  # Cool-chic's start: scale e^-4, so all-zero latents cost ~0 bits
+            with torch.no_grad():
+                self.arm[-1].weight.mul_(0.25)
+                self.arm[-1].bias.copy_(torch.tensor([0.0, -4 / math.log(2)]))
         self.taps = nn.Parameter(torch.tensor(BICUBIC))
         self.planes = planes
         self.bf16 = bool(cfg.get("bf16", False))
@@ -88,7 +91,8 @@ class CoolChicModel(nn.Module):
         self.syn = nn.ModuleList(convs)
 
     # -- pieces -------------------------------------------------------------------------------
-    def quantised_latents(self, mode: str, t: float = 0.3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def quantised_latents(self, mode: str, t: float = 0.3, sigma: float = 0.2,
+                          ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(what the synthesis sees, what the rate is measured on) per level. noise: y + u for
         both; soft (C3): r = soft_round(y, t) + u for the rate, soft_round(r, t) for the
         synthesis (the noise keeps half-integers from being cheap); hard: rounding, straight
@@ -96,10 +100,15 @@ class CoolChicModel(nn.Module):
         syn, rate = [], []
         for y in self.latents:
             y = y.clamp(-A_FIT, A_FIT)
-            if mode == "hard":
-                q = _round_ste(y)
+            if mode in ("hard", "frozen"):  # frozen: rounded latents that take no gradient
+                q = _round_ste(y) if mode == "hard" else torch.round(y).detach()
                 syn.append(q)
                 rate.append(q)
+                continue
+            if mode == "gauss":  # Cool-chic 5: sr(sr(y) + n) with Gaussian n (sd = sigma) for both
+                r = soft_round(soft_round(y, t) + sigma * torch.randn_like(y), t)
+                syn.append(r)
+                rate.append(r)
                 continue
             if mode == "noise":
                 r = y + (torch.rand_like(y) - 0.5)
@@ -168,8 +177,8 @@ class CoolChicModel(nn.Module):
             z = F.relu(out) if flags & 1 else out
         return z if z.dim() == 4 else z.view(1, h, w, -1).permute(0, 3, 1, 2)
 
-    def forward(self, mode: str, t: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
-        syn, rate = self.quantised_latents(mode, t)
+    def forward(self, mode: str, t: float = 0.3, sigma: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+        syn, rate = self.quantised_latents(mode, t, sigma)
         return self.synthesis(self.synth_input(syn)), self.rate_bits(rate)
 
 
@@ -179,16 +188,36 @@ class _Run:
     def __init__(self, h: int, w: int, planes: int, cfg: dict, dev: torch.device, seed: int):
         torch.manual_seed(seed)
         self.model = CoolChicModel(h, w, planes, cfg).to(dev)
+        self.iterations = 0  # set by fit(): the v5 schedule's hard phase is at most 500 iterations
         self.lr = float(cfg.get("lr", 1e-2))
         lr_lat = float(cfg.get("lr_latents", self.lr))
         self.phases = tuple(float(v) for v in cfg.get("phases", (0.3, 0.85)))  # ends of noise, soft rounding
+        self.recipe = cfg.get("recipe", "c3")  # c3: noise, soft rounding, STE; v5: Cool-chic 5's
+        self.clip = cfg.get("clip")  # nets' gradient norm bound, in units of lambda * 255^2
         nets = [p for n, p in self.model.named_parameters() if not n.startswith("latents.")]
+        self.nets = nets
         self.opt = torch.optim.Adam([{"params": list(self.model.latents), "scale": lr_lat / self.lr},
                                      {"params": nets, "scale": 1.0}], lr=self.lr,
                                     fused=dev.type in ("cpu", "cuda"))
 
-    def step(self, x: torch.Tensor, lmbda: float, frac: float) -> tuple[float, float, float]:
+    def _v5(self, lmbda: float, frac: float, warm: bool) -> tuple[str, float, float, float]:
+        """(mode, T, sigma, lr) of Cool-chic 5's schedule: soft rounding of noisy soft-rounded
+        latents throughout (T 0.35 -> 0.08, Gaussian sigma 0.22 -> 0.15; the warm-up at T 0.35
+        and a sigma set by lambda), then the last 5 % (at most 500) with frozen rounded latents."""
+        if warm:
+            return "gauss", 0.35, (-0.432 * math.log10(1 / (lmbda * 255 ** 2)) + 0.747) / 10, self.lr
+        hard_from = 1 - min(0.05, 500 / max(self.iterations, 1))
+        if frac >= hard_from:
+            return "frozen", 0.08, 0.0, 1e-4
+        g = frac / hard_from
+        return "gauss", 0.35 + (0.08 - 0.35) * g, 0.22 + (0.15 - 0.22) * g, \
+            1e-5 + (self.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * g))
+
+    def step(self, x: torch.Tensor, lmbda: float, frac: float, warm: bool = False) -> tuple[float, float, float]:
         """One iteration at schedule position frac in [0, 1) -> (loss, mse, bpp)."""
+        if self.recipe == "v5":
+            mode, t, sigma, lr = self._v5(lmbda, frac, warm)
+            return self._update(x, lmbda, mode, t, sigma, lr)
         noise_end, soft_end = self.phases
         if frac < noise_end:
             mode, t = "noise", 0.3
@@ -198,16 +227,30 @@ class _Run:
         else:
             mode, t = "hard", 0.1
         lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(frac / soft_end, 1.0))) + 1e-4 if mode != "hard" else 1e-4
+        return self._update(x, lmbda, mode, t, 0.0, lr)
+
+    def _update(self, x: torch.Tensor, lmbda: float, mode: str, t: float, sigma: float,
+                lr: float) -> tuple[float, float, float]:
         for gr in self.opt.param_groups:
             gr["lr"] = lr * gr["scale"]
-        x_hat, bits = self.model(mode, t)
+        x_hat, bits = self.model(mode, t, sigma)
         mse = F.mse_loss(x_hat, x)
         bpp = bits / (x.shape[2] * x.shape[3])
         loss = lmbda * 255 ** 2 * mse + bpp
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.nets, float(self.clip) * lmbda * 255 ** 2)
         self.opt.step()
         return loss.item(), mse.item(), bpp.item()
+
+    @torch.no_grad()
+    def hard_loss(self, x: torch.Tensor, lmbda: float) -> float:
+        """The loss with rounded latents and no noise (what the file will cost), in fp32."""
+        bf16, self.model.bf16 = self.model.bf16, False
+        x_hat, bits = self.model("hard")
+        self.model.bf16 = bf16
+        return float(lmbda * 255 ** 2 * F.mse_loss(x_hat, x) + bits / (x.shape[2] * x.shape[3]))
 
 
 def fit(img: np.ndarray, lmbda: float, iterations: int, time_budget_s: float | None, cfg: dict,
@@ -238,123 +281,45 @@ def fit(img: np.ndarray, lmbda: float, iterations: int, time_budget_s: float | N
             frac = max(i / iterations, (spent * total - (k_cand - 1) * n_warm) / iterations if main else 0.0)
             if frac >= 1.0:
                 break
-            loss, mse, bpp = r.step(x, lmbda, frac)
+            loss, mse, bpp = r.step(x, lmbda, frac, warm=not main)
             losses.append(loss)
             done += 1
             bar.update(1)
             if i % 50 == 0:
                 bar.set_postfix(psnr=f"{-10 * math.log10(max(mse, 1e-10)):.2f}", bpp=f"{bpp:.3f}")
+            if main and keep_best and i % 100 == 99:  # v5: keep the best rounded state seen
+                hl = r.hard_loss(x, lmbda)
+                if hl < best_state[0]:
+                    best_state[:] = [hl, {k: v.detach().clone() for k, v in r.model.state_dict().items()}]
         return losses
 
+    keep_best = cfg.get("recipe") == "v5"
+    best_state: list[Any] = [float("inf"), None]
     best: tuple[float, _Run] | None = None
     for c in range(k_cand if k_cand > 1 else 0):
         r = _Run(h, w, planes, cfg, dev, seed + c)
+        r.iterations = iterations
         losses = run(r, 0, n_warm, main=False)
-        score = float(np.mean(losses[-max(1, len(losses) // 5):])) if losses else float("inf")
+        if keep_best:  # v5 ranks the candidates by what their files would cost
+            score = r.hard_loss(x, lmbda)
+        else:
+            score = float(np.mean(losses[-max(1, len(losses) // 5):])) if losses else float("inf")
         if best is None or score < best[0]:
             best = (score, r)
     chosen = best[1] if best is not None else _Run(h, w, planes, cfg, dev, seed)
+    chosen.iterations = iterations
     run(chosen, n_warm, iterations, main=True)
+    if keep_best and best_state[1] is not None and best_state[0] < chosen.hard_loss(x, lmbda):
+        chosen.model.load_state_dict(best_state[1])
     bar.close()
     return chosen.model.cpu().eval(), {"iterations": done, "seconds": time.perf_counter() - t0,
                                        "candidates": k_cand}
 
 
-# -- quantisation -------------------------------------------------------------------------------
-def _q(t: torch.Tensor, k: int) -> np.ndarray:
-    return np.clip(np.rint(t.detach().double().numpy() * 2.0 ** k), -4096, 4096).astype(np.int64)
-
-
-def _arm_groups(model: CoolChicModel, k: int) -> dict[str, np.ndarray]:
-    return {"arm_w": np.concatenate([_q(m.weight, k).reshape(-1) for m in model.arm]),
-            "arm_b": np.concatenate([_q(m.bias, k).reshape(-1) for m in model.arm])}
-
-
-def _syn_groups(model: CoolChicModel, k: int) -> dict[str, np.ndarray]:
-    return {"syn_w": np.concatenate([_q(c.weight, k).reshape(-1) for c in model.syn]),
-            "syn_b": np.concatenate([_q(c.bias, k).reshape(-1) for c in model.syn])}
-
-
-def _header(model: CoolChicModel, alphabet: int, k_arm: int, k_up: int, k_syn: int) -> Header:
-    return Header(model.levels, alphabet, ARM_CONTEXT_5X5, tuple(m.out_features for m in model.arm[:-1]),
-                  k_arm, k_up, tuple(model.syn_spec), k_syn)
-
-
-def _param_bits(groups: dict[str, np.ndarray]) -> int:
-    full = {g: groups.get(g, np.zeros(0, np.int64)) for g in ("arm_w", "arm_b", "up", "syn_w", "syn_b")}
-    return 8 * len(encode_params(full))
-
-
-@torch.no_grad()
-def _distortion(model: CoolChicModel, x: torch.Tensor, taps: np.ndarray | None, k_up: int,
-                syn: dict[str, np.ndarray] | None, k_syn: int) -> float:
-    """MSE of the model with hard latents and (optionally) quantised upsampler / synthesis."""
-    saved = {n: p.detach().clone() for n, p in model.named_parameters()}
-    if taps is not None:
-        model.taps.copy_(torch.from_numpy(taps / 2.0 ** k_up))
-    if syn is not None:
-        wpos = bpos = 0
-        for c in model.syn:
-            nw, nb = c.weight.numel(), c.bias.numel()
-            c.weight.copy_(torch.from_numpy(syn["syn_w"][wpos:wpos + nw] / 2.0 ** k_syn).view_as(c.weight))
-            c.bias.copy_(torch.from_numpy(syn["syn_b"][bpos:bpos + nb] / 2.0 ** k_syn).view_as(c.bias))
-            wpos, bpos = wpos + nw, bpos + nb
-    x_hat, _ = model("hard")
-    mse = float(F.mse_loss(x_hat.clamp(0, 1), x))
-    for n, p in model.named_parameters():
-        p.copy_(saved[n])
-    return mse
-
-
-def quantise(model: CoolChicModel, img: np.ndarray, lmbda: float) -> tuple[Header, list[bytes], dict]:
-    """The fitted model -> (header, the three streams, statistics), each net's weight step
-    chosen by RD cost (λ · 255² · MSE + bpp)."""
-    h, w, _ = img.shape
-    n_px = h * w
-    model.bf16 = False  # the step search measures in fp32
-    x = torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    levels = [np.rint(y.detach().clamp(-A_FIT, A_FIT).double().numpy()[0, 0]).astype(np.int32)
-              for y in model.latents]
-    alphabet = max(1, max(int(np.abs(v).max()) for v in levels))
-
-    def cost(bits: float, mse: float) -> float:
-        return lmbda * 255 ** 2 * mse + bits / n_px
-
-    best: tuple[float, int] | None = None
-    for k in range(4, 13):  # the ARM: rate only
-        g = _arm_groups(model, k)
-        hd = _header(model, alphabet, max(k, 2), 0, 0)
-        try:
-            lat = sum(p.bits() for p in arm_params(levels, arm_net(hd, g), alphabet))
-        except ValueError:  # a net beyond the core's overflow bound
-            continue
-        c = cost(lat + _param_bits(g), 0.0)
-        if best is None or c < best[0]:
-            best = (c, k)
-    if best is None:
-        raise RuntimeError("no ARM quantisation fits the fixed-point core")
-    k_arm = best[1]
-    def up_cost(k: int) -> float:
-        t = _q(model.taps, k)
-        return cost(_param_bits({"up": t}), _distortion(model, x, t, k, None, 0))
-    k_up = min(range(3, 11), key=up_cost)
-    taps = _q(model.taps, k_up)
-
-    def syn_cost(k: int) -> float:
-        g = _syn_groups(model, k)
-        return cost(_param_bits(g), _distortion(model, x, taps, k_up, g, k))
-    k_syn = min(range(4, 12), key=syn_cost)
-    hd = _header(model, alphabet, k_arm, k_up, k_syn)
-    groups = {**_arm_groups(model, k_arm), "up": taps, **_syn_groups(model, k_syn)}
-    streams = [hd.to_bytes(), encode_params(groups), arm_encode(levels, arm_net(hd, groups), alphabet)]
-    mse = _distortion(model, x, taps, k_up, _syn_groups(model, k_syn), k_syn)
-    return hd, streams, {"k_arm": k_arm, "k_up": k_up, "k_syn": k_syn, "alphabet": alphabet,
-                         "psnr_float": -10 * math.log10(max(mse, 1e-10))}
-
-
 def encode_image(img: np.ndarray, lmbda: float, iterations: int, time_budget_s: float | None, cfg: dict,
                  progress: bool = False) -> tuple[list[bytes], dict[str, Any]]:
     """uint8 [H, W, planes] -> (the three streams of a coolchic file, statistics)."""
+    from neurocodec.runtime.coolchic.quantise import quantise
     model, stats = fit(img, lmbda, iterations, time_budget_s, cfg, progress=progress)
     _, streams, qstats = quantise(model, img, lmbda)
     return streams, {**stats, **qstats}
