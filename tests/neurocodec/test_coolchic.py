@@ -20,6 +20,7 @@ import neurocodec
 from neurocodec.cli import main
 from neurocodec.runtime import registry
 from neurocodec.runtime.bitstream import NcFile, NcFormatError
+from neurocodec.runtime.coolchic import encode as encode_module
 from neurocodec.runtime.coolchic import fit as fit_module
 from neurocodec.runtime.coolchic.format import Header
 
@@ -177,7 +178,7 @@ def test_info_of_a_corrupt_header_is_a_format_error(rgb_nc):
 def test_options_are_checked_before_any_work(codec_dir, monkeypatch, tmp_path):
     def boom(*a, **k):
         raise AssertionError("fitting started")
-    monkeypatch.setattr(fit_module, "encode_image", boom)
+    monkeypatch.setattr(encode_module, "encode_image", boom)
     img = smooth(16, 16)
     for opts, msg in (({"preset": "turbo"}, "preset must be one of"), ({"quality": 9}, "quality 9"),
                       ({"time_budget": -1.0}, "time_budget"), ({"time_budget": True}, "time_budget"),

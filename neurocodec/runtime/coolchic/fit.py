@@ -314,12 +314,3 @@ def fit(img: np.ndarray, lmbda: float, iterations: int, time_budget_s: float | N
     bar.close()
     return chosen.model.cpu().eval(), {"iterations": done, "seconds": time.perf_counter() - t0,
                                        "candidates": k_cand}
-
-
-def encode_image(img: np.ndarray, lmbda: float, iterations: int, time_budget_s: float | None, cfg: dict,
-                 progress: bool = False) -> tuple[list[bytes], dict[str, Any]]:
-    """uint8 [H, W, planes] -> (the three streams of a coolchic file, statistics)."""
-    from neurocodec.runtime.coolchic.quantise import quantise
-    model, stats = fit(img, lmbda, iterations, time_budget_s, cfg, progress=progress)
-    _, streams, qstats = quantise(model, img, lmbda)
-    return streams, {**stats, **qstats}

@@ -30,7 +30,7 @@ class FittedCoolChicCodec(CoolChicCodec):
         if problem:
             raise ValueError(problem)
         try:
-            from neurocodec.runtime.coolchic.fit import encode_image
+            from neurocodec.runtime.coolchic.encode import encode_image
         except ModuleNotFoundError as e:
             if (e.name or "").split(".")[0] in CODEC_MODULES:
                 raise require("codecs", "coolchic encoding", e) from None
