@@ -11,6 +11,11 @@
 """
 from __future__ import annotations
 
+import os
+
+# Shipped weights are packed without zstd, so a machine without libzstd reads them too.
+os.environ.setdefault("WEIGHTZIP_NO_ZSTD", "1")
+
 import argparse
 import json
 import math
@@ -61,7 +66,7 @@ SEANet/DAC-style convolutional autoencoder with residual vector quantization. **
 | frames | hop {cfg.hop_length} samples: {cfg.frame_rate:g} frames/s at {cfg.sample_rate} Hz |
 | quantizer | {cfg.n_codebooks} RVQ stages × {cfg.codebook_size} codes, factorized {cfg.codebook_dim}-d L2-normalized lookups (DAC), quantizer dropout, dead-code restarts |
 | compute | encoder {macs['encoder'] / 1e9:.2f} + decoder {macs['decoder'] / 1e9:.2f} GMAC per second of audio |
-| weights | `weights.wz`, {weights_bytes / 2**20:.2f} MiB: float16 tensors (float32 for small ones) and the index priors, packed losslessly by weightzip |
+| weights | `weights.wz`, {weights_bytes / 2**20:.2f} MiB: float16 tensors (float32 for small ones) and the index priors, packed losslessly by weightzip without zstd (readable where libzstd is absent) |
 | entropy coding | per-codebook first-order context model ({meta['priors']['n_ctx'] - 1} classes of the previous frame's code + the marginal), the core's indexed rANS |
 | rate control | `--kbps` is the whole file's rate, headers included; the encoder picks how many stages per frame (e/1024 on average, spread evenly) fill it |
 | channels | coded independently, sharing the rate; any input rate is resampled to 24 kHz (soxr VHQ) and back |

@@ -17,9 +17,13 @@
 """
 from __future__ import annotations
 
+import os
+
+# Shipped weights are packed without zstd, so a machine without libzstd reads them too.
+os.environ.setdefault("WEIGHTZIP_NO_ZSTD", "1")
+
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -83,7 +87,7 @@ latent gains (Cui et al. 2021), trained jointly (one λ sampled per training ima
 | | |
 |---|---|
 | parameters | {n_params / 1e6:.2f} M (N={codec.cfg.N}, M={codec.cfg.M}) |
-| weights | `weights.wz`, {weights_bytes / 2**20:.2f} MiB: float16 tensors (float32 for small ones), packed losslessly by weightzip |
+| weights | `weights.wz`, {weights_bytes / 2**20:.2f} MiB: float16 tensors (float32 for small ones), packed losslessly by weightzip without zstd (readable where libzstd is absent) |
 | decoder MACs / pixel | h_s {macs['h_s']:,.0f} + g_s {macs['g_s']:,.0f} = {macs['total']:,.0f} |
 | entropy models | CompressAI EntropyBottleneck (z) and GaussianConditional (y), CDF tables frozen in the weights; integer hyper-synthesis |
 | bitstream | `.nc` v1, 2 streams (z, y), {res.get('overhead_bytes', '≤ 32')} bytes of container |

@@ -98,12 +98,15 @@ Method detail::code_stream(const uint8_t* x, size_t n, const rans::Stats& st, co
   }
 
   // zstd finds repeats that order-0 coding cannot (zero rows, tied weights, text). A fast
-  // probe (level 1) of the first 64 KiB decides whether a full attempt is worth its time.
+  // probe (level 1) of the first 64 KiB decides whether a full attempt is worth its time; a
+  // stream no longer than the probe is attempted if level 1 comes within 3 % of the best.
   if (spec.level >= kDefault && zstd::available()) {
     const int zlevel = spec.level == kMax ? 12 : 3;
     const size_t probe = 65536;
-    bool attempt = n <= probe;
-    if (!attempt && zstd::compress(x, probe, 1, s.cand, probe)) {
+    bool attempt = false;
+    if (n <= probe) {
+      attempt = zstd::compress(x, n, 1, s.cand, size_t(1.03 * double(best_size)) + 1);
+    } else if (zstd::compress(x, probe, 1, s.cand, probe)) {
       attempt = double(s.cand.size()) / probe < 0.97 * double(best_size) / double(n);
     }
     if (attempt && zstd::compress(x, n, zlevel, s.cand, best_size)) {

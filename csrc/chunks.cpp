@@ -7,7 +7,38 @@
 
 #include "parallel.hpp"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace wz {
+
+namespace {
+
+// Large output buffers are asked for as transparent huge pages: a 32 MiB slab's buffer then
+// takes 16 page faults instead of 8,192, which was a third of the encode time of MiniLM.
+uint8_t* alloc_output(size_t n) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (n >= 2 * kHuge) {
+    const size_t rounded = (n + kHuge - 1) / kHuge * kHuge;
+    if (void* p = std::aligned_alloc(kHuge, rounded)) {
+      madvise(p, rounded, MADV_HUGEPAGE);
+      return static_cast<uint8_t*>(p);
+    }
+  }
+#endif
+  return static_cast<uint8_t*>(std::malloc(std::max<size_t>(n, 1)));
+}
+
+// The calling thread's scratch buffers outlive the call: packing a file of many tensors calls
+// the coder once per tensor, and fresh buffers would be page-faulted in every time.
+Scratch& worker_scratch(std::vector<Scratch>& pool, int w) {
+  thread_local Scratch mine;
+  return w == 0 ? mine : pool[size_t(w)];
+}
+
+}  // namespace
 
 ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int force_method,
                     int predictor) {
@@ -43,7 +74,7 @@ EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& s
   std::vector<size_t> at(nchunks + 1, 0);
   for (size_t i = 0; i < nchunks; ++i)
     at[i + 1] = at[i] + chunk_bound(std::min<size_t>(chunk_bytes, size - i * chunk_bytes), spec);
-  MallocBytes buf(static_cast<uint8_t*>(std::malloc(std::max<size_t>(at[nchunks], 1))));
+  MallocBytes buf(alloc_output(at[nchunks]));
   if (!buf) throw std::bad_alloc();
   size_t total = 0;
   const int nw = resolve_threads(threads);
@@ -53,7 +84,7 @@ EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& s
     const size_t off = i * chunk_bytes;
     const size_t len = std::min<size_t>(chunk_bytes, size - off);
     uint8_t* out = buf.get() + (serial ? total : at[i]);
-    Scratch& sc = scratch[size_t(w)];
+    Scratch& sc = worker_scratch(scratch, w);
     size_t csize = encode_chunk(data + off, len, spec, out, sc, aligned ? ref + off : nullptr);
     if (ref && !aligned && spec.force_method < 0 && spec.predictor != 0) {
       sc.block.resize(csize);  // the independent form, kept unless the dictionary beats it
@@ -102,7 +133,7 @@ void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, s
     const uint8_t* p = payload + table[C * i];
     const size_t csize = table[C * i + 1], rsize = table[C * i + 2];
     uint8_t* dst = out + dst_off[i];
-    decode_chunk(p, csize, spec, dst, rsize, scratch[size_t(w)],
+    decode_chunk(p, csize, spec, dst, rsize, worker_scratch(scratch, w),
                  aligned ? ref + dst_off[i] : nullptr, aligned ? ref + dst_off[i] : ref,
                  aligned ? rsize : ref_size);
     if (verify && chunk_checksum(dst, rsize) != table[C * i + 3])

@@ -1,9 +1,10 @@
 // zstd as one of the per-stream candidate codecs.
 //
 // libzstd is loaded at run time (dlopen of the system's libzstd.so.1, present on every
-// mainstream Linux) so that building weightzip needs no zstd headers. Only the stable,
-// decades-old simple API is used. Without libzstd the encoder simply never picks zstd,
-// and decoding a zstd stream raises FormatError naming the missing library.
+// mainstream Linux) so that building weightzip needs no zstd headers. Only the stable API is
+// used, with one kept compression and decompression context per thread. Without libzstd (or
+// with WEIGHTZIP_NO_ZSTD=1) the encoder never picks zstd, and decoding a zstd stream raises
+// FormatError naming the missing library.
 #pragma once
 #include <cstdint>
 

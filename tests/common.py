@@ -19,6 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def _zstd_loaded() -> bool:
+    from weightzip import _C
+    return _C.zstd_available()
+
+
+# Tests whose data or expectations need zstd streams skip where libzstd is absent (or forced
+# off with WEIGHTZIP_NO_ZSTD=1; tests/weightzip/test_no_zstd.py covers that case).
+needs_zstd = pytest.mark.skipif(not _zstd_loaded(), reason="libzstd.so.1 is not loaded")
+
+
 def sha256_bytes(b) -> str:
     return hashlib.sha256(memoryview(b).cast("B")).hexdigest()
 

@@ -352,16 +352,29 @@ def compress(data: Any, level: str = DEFAULT_LEVEL, threads: int | None = None) 
     is_bytes = isinstance(data, (bytes, bytearray, memoryview))
     arr = np.frombuffer(data, np.uint8) if is_bytes else data
     dt, shape, buf = _as_bytes("array", arr)
-    out = io.BytesIO()
-    w = Writer(out, level, threads)
+    out = _Parts()
+    w = Writer(out, level, threads, pack_small=False)  # type: ignore[arg-type]  # one tensor: version 1
     w.add_tensor("array", dt, shape, slabs_of(buf))
     w.finish([], {"kind": "array", "bytes": is_bytes})
-    return out.getvalue()
+    return b"".join(out.parts)
+
+
+class _Parts:
+    """A write-only file that keeps the written buffers (fresh ones, owned by nobody else) and
+    joins them once: compress() copies its output once instead of twice through BytesIO."""
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def write(self, b: Any) -> int:
+        self.parts.append(b)
+        return len(memoryview(b).cast("B"))
 
 
 def decompress(blob: bytes | bytearray | memoryview, threads: int | None = None) -> Any:
     """Inverse of compress(): returns a numpy array (or bytes if bytes went in)."""
     r = Reader(io.BytesIO(blob))
+    r.mem = memoryview(blob).cast("B")
     if r.source.get("kind") != "array" or len(r.entries) != 1:
         raise FormatError("not a weightzip.compress() frame (use weightzip.load for files)")
     a = _tensor(r, 0, "numpy", threads)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import struct
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, Callable
 
@@ -25,10 +27,12 @@ from .dtypes import BY_NAME, DType, by_name
 from .errors import ChecksumError, FormatError, RefError
 from .index import MAX_CHUNK_BYTES, MAX_DIMS, Entry, RefId, load_index  # noqa: F401  (re-exported)
 from .levels import DEFAULT_LEVEL, LEVELS, level_code
+from .packs import PackReader, PackWriter, member_of
+from .slabs import SLAB_BYTES, Feed, slabs_from_file, slabs_of  # noqa: F401  (re-exported)
 
 MAGIC = b"\x89WZP\r\n\x1a\n"
 FOOTER_MAGIC = b"WZINDEX\x00"
-VERSION = 2  # the newest version this code reads; writers write 1 unless a reference is used
+VERSION = 3  # the newest version read; writers write 1 unless references/lossy (2) or packs (3) are used
 PREAMBLE = struct.Struct("<8sHHI")
 FOOTER = struct.Struct("<QQQ8s")
 CHUNK_RECORD = np.dtype([("csize", "<u4"), ("hash", "<u4")])
@@ -36,7 +40,6 @@ INDEX_HEAD = struct.Struct("<III")
 MAX_JSON = 256 << 20
 JSON_EXPANSION = 64  # writers keep json_len <= 64 * coded_len + 4096; readers enforce it
 CHUNK_BYTES = 1 << 20  # 1 MiB: enough symbols to amortise tables, small enough to parallelise
-SLAB_BYTES = 32 << 20  # unit of streaming I/O: bounds memory whatever the tensor size
 MAX_INDEX = 1 << 30
 DICT_MAX = 8 << 20  # a reference blob used as a zstd dictionary (a blob whose size changed)
 METHODS = ("raw", "const", "rans", "zstd", "cm")
@@ -51,20 +54,34 @@ def check_threads(threads: int | None) -> int | None:
     return threads
 
 
+def note_no_zstd() -> None:
+    """Say once per process that packing runs without zstd (files stay readable anywhere)."""
+    if not _C.zstd_available() and not _NOTED:
+        _NOTED.append(True)
+        warnings.warn("libzstd.so.1 could not be loaded (or WEIGHTZIP_NO_ZSTD is set): packing without zstd, "
+                      "which only costs ratio on files with repeats; reading zstd-coded files needs it",
+                      RuntimeWarning, stacklevel=4)
+
+
+_NOTED: list[bool] = []
+
+
 def _threads(threads: int | None) -> int:
     return 0 if check_threads(threads) is None else int(threads)
 
 
-class Writer:
+class Writer(PackWriter):
     """Streams entries into a .wz file. Call finish() once; nothing is valid before that.
 
     With `ref` (a refs.RefSource: an earlier .wz of the same model), tensors and blobs that
     match one of the reference (same file, name, dtype and shape) are coded against it; set
-    `file` to the path (in the folder) of the file whose entries are being added."""
+    `file` to the path (in the folder) of the file whose entries are being added. Tensors under
+    packs.PACK_MAX bytes share chunks (packs.py) unless pack_small=False."""
 
     def __init__(self, f: BinaryIO, level: str = DEFAULT_LEVEL, threads: int | None = None,
                  chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[int], None] | None = None,
-                 ref: Any = None, lossy: Callable[[str, str, int], tuple[float, str] | None] | None = None):
+                 ref: Any = None, lossy: Callable[[str, str, int], tuple[float, str] | None] | None = None,
+                 pack_small: bool = True):
         self.level_code = level_code(level)
         self.f, self.level, self.threads = f, level, _threads(threads)
         self.chunk_bytes = chunk_bytes
@@ -77,6 +94,9 @@ class Writer:
         self.lossy = lossy
         self.keep: dict[int, np.ndarray] | None = None  # set to {} to keep each tensor's decoded bytes
         self.last_recon: np.ndarray | None = None  # the last tensor's reconstruction, if it was lossy
+        self._start_packs(pack_small)
+        if level != "fast":
+            note_no_zstd()
         f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
 
     def _encode(self, slabs: Iterable[memoryview], dt: DType, row: int,
@@ -84,20 +104,23 @@ class Writer:
         """ref: the reference entry's slabs (coded chunk by chunk against them), or its whole
         bytes as a zstd dictionary (an array; a blob of one chunk whose size changed)."""
         first, nbytes = self.nchunks, 0
-        feed = _Feed(ref) if ref is not None and not isinstance(ref, np.ndarray) else None
+        feed = Feed(ref) if ref is not None and not isinstance(ref, np.ndarray) else None
         for slab in slabs:
-            payload, tab = _C.encode_chunks(slab, dt.itemsize, dt.transform, self.chunk_bytes,
-                                            self.level_code, row, self.threads,
-                                            ref=feed.take(len(slab)) if feed else ref)
-            rec = np.empty(len(tab), CHUNK_RECORD)
-            rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
-            self.f.write(payload)
-            self.pos += payload.size
-            self.tables.append(rec)
-            self.nchunks += len(rec)
+            self._append(*_C.encode_chunks(slab, dt.itemsize, dt.transform, self.chunk_bytes,
+                                           self.level_code, row, self.threads,
+                                           ref=feed.take(len(slab)) if feed else ref))
             nbytes += len(slab)
             self.on_bytes(len(slab))
         return first, self.nchunks - first, nbytes
+
+    def _append(self, payload: np.ndarray, tab: np.ndarray) -> None:
+        """Write coded chunks and their table records (csize, checksum)."""
+        rec = np.empty(len(tab), CHUNK_RECORD)
+        rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
+        self.f.write(payload)
+        self.pos += payload.size
+        self.tables.append(rec)
+        self.nchunks += len(rec)
 
     def add_tensor(self, name: str, dt: DType, shape: tuple[int, ...],
                    slabs: Iterable[memoryview], extra: dict | None = None, lossy_ok: bool = False) -> int:
@@ -105,10 +128,17 @@ class Writer:
         so the Writer's `lossy` policy (name, dtype, numel) -> (E, domain) | None may apply."""
         row = int(shape[-1]) if len(shape) >= 2 else 0
         j = self.ref.match(self.file, name, dt.name, tuple(shape), self.chunk_bytes) if self.ref else None
-        plan = self.lossy(name, dt.name, int(np.prod(shape, dtype=np.int64))) if self.lossy and lossy_ok else None
+        plan = self.lossy(name, dt.name, math.prod(shape)) if self.lossy and lossy_ok else None
         self.last_recon = None
         if plan is not None:
             return self._add_lossy(name, dt, tuple(shape), slabs, extra, j, row, *plan)
+        if j is None and self.keep is None and self.ref is None and len(shape) <= MAX_DIMS and \
+                self._packable(size := dt.itemsize * math.prod(shape)):
+            data = b"".join(bytes(s) for s in slabs)
+            if len(data) != size:
+                raise ValueError(f"tensor {name!r}: data size does not match its shape")
+            self.on_bytes(size)
+            return self._add_member(name, dt, tuple(shape), data, extra)
         if self.keep is not None:  # a private copy: the caller's buffers may change after this
             kept = np.concatenate([np.frombuffer(s, np.uint8) for s in slabs] or [np.empty(0, np.uint8)])
             self.keep[len(self.entries)] = kept
@@ -138,18 +168,13 @@ class Writer:
         self.last_recon = recon
         if self.keep is not None:
             self.keep[len(self.entries)] = recon
-        rec = np.empty(len(tab), CHUNK_RECORD)
-        rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
         first = self.nchunks
-        self.f.write(payload)
-        self.pos += payload.size
-        self.tables.append(rec)
-        self.nchunks += len(rec)
+        self._append(payload, tab)
         self.on_bytes(data.size)
         extra = {**(extra or {}), "lossy": {"max_error": max_error, "domain": domain, "step": step, "bound": bound}}
         if j is not None:
             extra["ref"] = {"entry": j}
-        self.entries.append(Entry("tensor", first, len(rec), data.size, name, dt.name, shape, extra))
+        self.entries.append(Entry("tensor", first, self.nchunks - first, data.size, name, dt.name, shape, extra))
         return len(self.entries) - 1
 
     def add_blob(self, data: bytes | memoryview | Iterable[memoryview], nbytes: int | None = None) -> int:
@@ -165,20 +190,22 @@ class Writer:
 
     def finish(self, files: list[dict], source: dict, metadata: dict | None = None) -> tuple[int, int]:
         """Write the index and footer; returns the file's identity (index XXH64, size)."""
+        self._flush_packs()
         uses_ref = any("ref" in e.extra for e in self.entries)
         v2 = uses_ref or any("lossy" in e.extra for e in self.entries)
+        version = 3 if any(e.kind == "pack" for e in self.entries) else 2 if v2 else 1
         index = {
-            "format": "weightzip", "version": 2 if v2 else 1, "level": self.level,
+            "format": "weightzip", "version": version, "level": self.level,
             "chunk_bytes": self.chunk_bytes, "nchunks": self.nchunks,
             "entries": [e.to_json() for e in self.entries],
             "files": files, "source": source, "metadata": metadata or {},
         }
         if uses_ref:  # only files that need their reference say so
             index["ref"] = self.ref.id.to_json()
-        if v2:  # version 2: references and quantised chunks
+        if version > 1:  # 2: references and quantised chunks; 3: packs
             end = self.f.tell()
             self.f.seek(0)
-            self.f.write(PREAMBLE.pack(MAGIC, 2, 0, 0))
+            self.f.write(PREAMBLE.pack(MAGIC, version, 0, 0))
             self.f.seek(end)
         js = json.dumps(index, separators=(",", ":")).encode()
         coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS[DEFAULT_LEVEL], 0, 1)
@@ -192,46 +219,7 @@ class Writer:
         return ihash, self.pos + len(blob) + FOOTER.size
 
 
-class _Feed:
-    """The bytes of an iterator of (reused) slabs, taken in pieces of any size."""
-
-    def __init__(self, slabs: Iterator[memoryview]):
-        self.it, self.buf = iter(slabs), np.empty(0, np.uint8)
-
-    def take(self, n: int) -> np.ndarray:
-        parts, have = [], 0
-        while have < n:
-            if not len(self.buf):
-                nxt = next(self.it, None)
-                if nxt is None:
-                    raise FormatError("reference entry is shorter than the entry coded against it")
-                self.buf = np.frombuffer(bytes(nxt), np.uint8)
-            k = min(n - have, len(self.buf))
-            parts.append(self.buf[:k])
-            self.buf, have = self.buf[k:], have + k
-        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self.buf[:0]
-
-
-def slabs_of(buf: memoryview, size: int = SLAB_BYTES) -> Iterator[memoryview]:
-    buf = memoryview(buf).cast("B")
-    for off in range(0, len(buf), size):
-        yield buf[off:off + size]
-
-
-def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterator[memoryview]:
-    """Read nbytes from f in slabs into one reusable buffer (bounded memory)."""
-    buf = bytearray(min(size, nbytes))
-    left = nbytes
-    while left:
-        n = min(size, left)
-        view = memoryview(buf)[:n]
-        if f.readinto(view) != n:
-            raise FormatError("input file is shorter than its header says")
-        left -= n
-        yield view
-
-
-class Reader:
+class Reader(PackReader):
     """Parses and validates the index of a .wz file; decodes entries on demand."""
 
     # set by index.load_index
@@ -242,6 +230,7 @@ class Reader:
     metadata: dict[str, Any]
     entries: list[Entry]
     ref: RefId | None
+    mem: memoryview | None = None  # the whole file, when it is in memory
 
     def __init__(self, f: BinaryIO, size: int | None = None):
         self.f = f
@@ -308,7 +297,7 @@ class Reader:
         return r
 
     def dtype_of(self, e: Entry) -> DType:
-        return by_name(e.dtype) if e.kind == "tensor" else BYTES
+        return BYTES if e.kind == "blob" else by_name(e.dtype)
 
     def _decode(self, e: Entry, first: int, count: int, out: memoryview, threads: int | None,
                 verify: bool) -> None:
@@ -318,8 +307,11 @@ class Reader:
         offs = self.offset[first:first + count]
         rsize = self.rsizes(e)[first - e.first:first - e.first + count]
         start, end = int(offs[0]), int(offs[-1] + rec["csize"][-1])
-        self.f.seek(start)
-        payload = self.f.read(end - start)
+        if self.mem is not None:  # an in-memory file (decompress): no copy
+            payload = self.mem[start:end]
+        else:
+            self.f.seek(start)
+            payload = self.f.read(end - start)
         if len(payload) != end - start:
             raise FormatError("truncated weightzip file")
         tab = np.stack([offs - np.uint64(start), rec["csize"].astype(np.uint64), rsize,
@@ -344,6 +336,8 @@ class Reader:
         if re is None or (re.kind, re.dtype, re.shape, re.nbytes) != (e.kind, e.dtype, e.shape, e.nbytes) \
                 or src.chunk_bytes != self.chunk_bytes:
             raise FormatError(f"corrupt index (entry coded against reference entry {j}, which does not match it)")
+        if member_of(re):  # a packed tensor of the reference
+            return src._member_bytes(re, threads)[(first - e.first) * self.chunk_bytes:][:nbytes].copy()
         out = np.empty(nbytes, np.uint8)
         src._decode(re, re.first + first - e.first, count, memoryview(out), threads, True)
         return out
@@ -351,6 +345,8 @@ class Reader:
     def read_entry(self, idx: int, threads: int | None = None, verify: bool = True) -> np.ndarray:
         """Decode a whole entry into a new uint8 array."""
         e = self.entries[idx]
+        if member_of(e):
+            return self._member_bytes(e, threads).copy()
         out = np.empty(e.nbytes, np.uint8)
         self._decode(e, e.first, e.count, memoryview(out), threads, verify)
         return out
@@ -359,6 +355,9 @@ class Reader:
                    slab: int = SLAB_BYTES) -> Iterator[memoryview]:
         """Decode an entry slab by slab into one reusable buffer (bounded memory)."""
         e = self.entries[idx]
+        if member_of(e):
+            yield memoryview(self._member_bytes(e, threads))
+            return
         rsize = self.rsizes(e)
         buf = np.empty(min(max(slab, self.chunk_bytes), e.nbytes), np.uint8)
         i = 0

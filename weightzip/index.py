@@ -19,7 +19,7 @@ NAME_MAX = 255  # bytes per path component (Linux, macOS, Windows): a longer nam
 class Entry:
     """One stored item: a tensor, or an opaque blob (file headers, configs, gaps)."""
 
-    kind: str  # "tensor" | "blob"
+    kind: str  # "tensor" | "blob" | "pack" (small tensors' shared chunks, packs.py)
     first: int  # first chunk index
     count: int  # number of chunks
     nbytes: int
@@ -32,6 +32,8 @@ class Entry:
         d: dict[str, Any] = {"kind": self.kind, "chunks": [self.first, self.count], "nbytes": self.nbytes}
         if self.kind == "tensor":
             d.update(name=self.name, dtype=self.dtype, shape=list(self.shape))
+        elif self.kind == "pack":
+            d["dtype"] = self.dtype
         if self.extra:
             d["extra"] = self.extra
         return d
@@ -115,6 +117,7 @@ def load_index(r: Any, index: Any, version: int) -> None:
             r.entries.append(e)
         if next_chunk != nchunks:
             raise FormatError("corrupt index (unclaimed chunks)")
+        check_packs(r.entries, version)
         if int(index["nchunks"]) != nchunks:
             raise FormatError("corrupt index (chunk count)")
         for fdesc in r.files:
@@ -129,13 +132,34 @@ def load_index(r: Any, index: Any, version: int) -> None:
         raise FormatError(f"corrupt index ({type(e).__name__}: {e})") from None
 
 
+def check_packs(entries: list[Entry], version: int) -> None:
+    """Validate every member's pack reference (load_index calls this after parsing entries)."""
+    for e in entries:
+        m = e.extra.get("in")
+        if m is None and e.kind != "pack":
+            continue
+        if version < 3:
+            raise FormatError("corrupt index (packed tensors in a version < 3 file)")
+        if e.kind == "pack":
+            continue
+        if e.kind != "tensor" or not isinstance(m, dict) or type(m.get("pack")) is not int or \
+                type(m.get("offset")) is not int or e.count != 0 or "ref" in e.extra or "lossy" in e.extra:
+            raise FormatError("corrupt index (packed tensor entry)")
+        p, off = m["pack"], m["offset"]
+        if not 0 <= p < len(entries) or entries[p].kind != "pack" or entries[p].dtype != e.dtype or \
+                off < 0 or off + e.nbytes > entries[p].nbytes:
+            raise FormatError(f"corrupt index (tensor {e.name!r} lies outside its pack)")
+
+
 def parse_entry(d: dict, chunk_bytes: int, next_chunk: int, nchunks: int) -> Entry:
     first, count = (int(x) for x in d["chunks"])
     nbytes = int(d["nbytes"])
     if nbytes < 0:
         raise FormatError("corrupt index (negative size)")
-    # Entries tile the chunk table in order; every chunk is full but an entry's last.
-    if first != next_chunk or count != -(-nbytes // chunk_bytes) or first + count > nchunks:
+    # Entries tile the chunk table in order; every chunk is full but an entry's last. A packed
+    # tensor (extra.in) has no chunks: its bytes are in its pack's.
+    packed = isinstance(d.get("extra"), dict) and "in" in d["extra"]
+    if first != next_chunk or count != (0 if packed else -(-nbytes // chunk_bytes)) or first + count > nchunks:
         raise FormatError("corrupt index (chunk range)")
     e = Entry(str(d["kind"]), first, count, nbytes, extra=dict(d.get("extra", {})))
     if e.kind == "tensor":
@@ -149,6 +173,10 @@ def parse_entry(d: dict, chunk_bytes: int, next_chunk: int, nchunks: int) -> Ent
         # nonzero dims multiply past int64, so such a shape is corrupt, not an empty tensor.
         if by_name(e.dtype).itemsize * int(np.prod([s for s in e.shape if s], dtype=object)) >= 1 << 63:
             raise FormatError(f"corrupt index (tensor {e.name!r} shape)")
+    elif e.kind == "pack":
+        e.dtype = str(d["dtype"])
+        if nbytes % by_name(e.dtype).itemsize:
+            raise FormatError("corrupt index (pack size)")
     elif e.kind != "blob":
         raise FormatError(f"unknown entry kind {e.kind!r}")
     return e

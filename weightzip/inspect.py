@@ -14,6 +14,7 @@ from . import inputs, refs, zipscan
 from .api import PathLike, _tensor
 from .container import SLAB_BYTES, Reader
 from .errors import ChecksumError, FormatError
+from .packs import member_of
 
 
 def info(path: PathLike, verify: bool = True, threads: int | None = None,
@@ -32,13 +33,16 @@ def info(path: PathLike, verify: bool = True, threads: int | None = None,
                 _check_all(r, threads)
         rows = []
         for e in r.entries:
-            csize = int(r.table["csize"][e.first:e.first + e.count].sum())
+            if e.kind == "pack":  # its members' rows carry its bytes
+                continue
+            csize = stored_bytes(r, e)
             rows.append({
                 "name": e.name if e.kind == "tensor" else "(bytes)",
                 "kind": e.kind, "dtype": e.dtype, "shape": list(e.shape),
                 "bytes": e.nbytes, "stored": csize,
                 "ratio": csize / e.nbytes if e.nbytes else 1.0,
-                "codecs": r.chunk_methods(e),
+                "codecs": {"packed": 1, **r.chunk_methods(r.entries[member_of(e)[0]])} if member_of(e)
+                else r.chunk_methods(e),  # a packed tensor: its pack's streams, and its share of the bytes
                 "bits_per_weight": 8 * csize / (e.nbytes // r.dtype_of(e).itemsize) if e.nbytes else 0.0,
                 "lossy": e.extra.get("lossy"),
             })
@@ -50,6 +54,15 @@ def info(path: PathLike, verify: bool = True, threads: int | None = None,
             "ratio": path.stat().st_size / raw if raw else 1.0, "verified": verify,
             "ref": r.ref.to_json() if r.ref else None,
         }
+
+
+def stored_bytes(r: Reader, e: Any) -> int:
+    """Coded bytes of an entry; a packed tensor's share of its pack, by size."""
+    m = member_of(e)
+    if m is None:
+        return int(r.table["csize"][e.first:e.first + e.count].sum())
+    p = r.entries[m[0]]
+    return round(stored_bytes(r, p) * e.nbytes / p.nbytes) if p.nbytes else 0
 
 
 def _check_all(r: Reader, threads: int | None) -> None:

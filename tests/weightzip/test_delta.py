@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from common import SHARED_DATA, assert_cli_error, run_cli, sha256_file, tree_hashes
+from common import SHARED_DATA, assert_cli_error, needs_zstd, run_cli, sha256_file, tree_hashes
 
 import weightzip
 from weightzip import _C
@@ -42,6 +42,7 @@ def _version(wz) -> int:
     return int.from_bytes(wz.read_bytes()[8:10], "little")
 
 
+@needs_zstd
 def test_c_level_roundtrip_and_no_ref():
     prev = np.random.default_rng(0).normal(0, 0.02, 200_000).astype(np.float32)
     cur = prev + np.float32(1e-4) * np.random.default_rng(1).normal(size=prev.size).astype(np.float32)
@@ -78,7 +79,7 @@ def test_single_file_roundtrip_and_fallbacks(tmp_path):
     ref = weightzip.pack(tmp_path / "c0.safetensors", tmp_path / "c0.wz")
     alone = weightzip.pack(tmp_path / "c1.safetensors", tmp_path / "alone.wz")
     delta = weightzip.pack(tmp_path / "c1.safetensors", tmp_path / "c1.wz", ref=ref)
-    assert _version(ref) == 1 and _version(delta) == 2
+    assert _version(ref) == 3 and _version(delta) == 2  # 3: small tensors packed; deltas never pack
     assert delta.stat().st_size < 0.9 * alone.stat().st_size
     coded = {e.name: e.ref_entry is not None for e in _entries(delta) if e.kind == "tensor"}
     assert coded == {"a.weight": True, "a.bias": False, "b.weight": False, "renamed": False}
@@ -94,6 +95,7 @@ def test_single_file_roundtrip_and_fallbacks(tmp_path):
     assert weightzip.verify(delta, tmp_path / "c1.safetensors").startswith("OK")
 
 
+@needs_zstd
 def test_hf_folder_roundtrip(tmp_path):
     for i in range(2):
         d = tmp_path / f"m{i}"
@@ -162,7 +164,7 @@ def test_chain_of_four(tmp_path):
     for i in range(4):
         st.save_file(_weights(2, steps=i), src / f"ckpt-{i}.safetensors")
         prev = weightzip.pack(src / f"ckpt-{i}.safetensors", packs / f"ckpt-{i}.wz", ref=prev)
-    assert [_version(packs / f"ckpt-{i}.wz") for i in range(4)] == [1, 2, 2, 2]
+    assert [_version(packs / f"ckpt-{i}.wz") for i in range(4)] == [3, 2, 2, 2]
     # Only the last is unpacked: ckpt-2, ckpt-1, ckpt-0 are found beside it by name.
     r = run_cli("unpack", packs / "ckpt-3.wz", "-o", tmp_path / "out.safetensors", "-q")
     assert r.returncode == 0, r.stderr
@@ -225,7 +227,7 @@ def test_v1_unchanged_and_v2_needs_upgrade(tmp_path, monkeypatch):
     st.save_file(_weights(5, steps=1), tmp_path / "c1.safetensors")
     a = weightzip.pack(tmp_path / "c0.safetensors", tmp_path / "a.wz")
     b = weightzip.pack(tmp_path / "c0.safetensors", tmp_path / "b.wz", ref=None)
-    assert a.read_bytes() == b.read_bytes() and _version(a) == 1
+    assert a.read_bytes() == b.read_bytes() and _version(a) == 3
     delta = weightzip.pack(tmp_path / "c1.safetensors", tmp_path / "c1.wz", ref=a)
     monkeypatch.setattr(wzc, "VERSION", 1)
     with pytest.raises(FormatError, match="upgrade"):

@@ -9,13 +9,14 @@ import struct
 
 import numpy as np
 import pytest
-from common import raw, run_python, sha256_bytes, sha256_file, tree_hashes
+from common import needs_zstd, raw, run_python, sha256_bytes, sha256_file, tree_hashes
 from wz_helpers import LEVELS, handmade_safetensors, roundtrip, torch_tensors
 
 import weightzip
 
 # ------------------------------------------------------------------ safetensors
 
+@needs_zstd
 @pytest.mark.parametrize("level", LEVELS)
 def test_safetensors_from_library(tmp_path, level):
     import torch

@@ -90,7 +90,7 @@ def test_tiny_chunks_roundtrip(case, level, chunk_items):
     name, a = case
     dt = by_name(weightzip.dtypes.from_numpy(a.dtype).name)
     buf = io.BytesIO()
-    w = Writer(buf, level, threads=2, chunk_bytes=chunk_items * dt.itemsize)
+    w = Writer(buf, level, threads=2, chunk_bytes=chunk_items * dt.itemsize, pack_small=False)
     w.add_tensor("a", dt, a.shape, slabs_of(memoryview(raw(a))))
     w.finish([], {"kind": "array"})
     r = Reader(io.BytesIO(buf.getvalue()))

@@ -133,7 +133,7 @@ def test_foreign_files_raise_format_error(tmp_path, small_st_wz, kind):
     assert sorted(os.listdir(tmp_path)) == ["x.wz"]
 
 
-@pytest.mark.parametrize("version", [3, 7, 0xFFFF])  # 2: deltas (test_delta.py)
+@pytest.mark.parametrize("version", [4, 7, 0xFFFF])  # 2: deltas (test_delta.py), 3: packs (test_packs.py)
 def test_newer_version_asks_to_upgrade(version):
     blob = bytearray(frame("fast")[0])
     blob[8:10] = struct.pack("<H", version)

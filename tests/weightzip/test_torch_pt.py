@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from common import sha256_file
+from common import needs_zstd, sha256_file
 from wz_helpers import roundtrip
 
 import weightzip
@@ -61,6 +61,7 @@ def test_pt_inside_a_folder_is_coded_like_the_standalone_file(tmp_path):
     assert alone.stat().st_size < 0.95 * (folder / "optimizer.pt").stat().st_size
 
 
+@needs_zstd
 @pytest.mark.data
 def test_resnet56_standalone_and_in_a_folder(tmp_path):
     if not RESNET.exists():

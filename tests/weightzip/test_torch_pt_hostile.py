@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from common import run_python, sha256_file
+from common import needs_zstd, run_python, sha256_file
 from wz_helpers import roundtrip
 
 import weightzip
@@ -141,6 +141,7 @@ def test_old_torch_wz_files_still_unpack(tmp_path):
     assert "bit-exact" in weightzip.verify(wz, other)
 
 
+@needs_zstd
 def test_pt_path_never_imports_torch(tmp_path):
     src = tmp_path / "c.pt"
     torch.save({"w": torch.randn(10, 10)}, src)

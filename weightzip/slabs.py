@@ -1,0 +1,50 @@
+"""Slabs: the unit of streaming I/O (32 MiB), so memory stays bounded whatever the tensor size."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import FormatError
+
+SLAB_BYTES = 32 << 20
+
+
+class Feed:
+    """The bytes of an iterator of (reused) slabs, taken in pieces of any size."""
+
+    def __init__(self, slabs: Iterator[memoryview]):
+        self.it, self.buf = iter(slabs), np.empty(0, np.uint8)
+
+    def take(self, n: int) -> np.ndarray:
+        parts, have = [], 0
+        while have < n:
+            if not len(self.buf):
+                nxt = next(self.it, None)
+                if nxt is None:
+                    raise FormatError("reference entry is shorter than the entry coded against it")
+                self.buf = np.frombuffer(bytes(nxt), np.uint8)
+            k = min(n - have, len(self.buf))
+            parts.append(self.buf[:k])
+            self.buf, have = self.buf[k:], have + k
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else self.buf[:0]
+
+
+def slabs_of(buf: memoryview, size: int = SLAB_BYTES) -> Iterator[memoryview]:
+    buf = memoryview(buf).cast("B")
+    for off in range(0, len(buf), size):
+        yield buf[off:off + size]
+
+
+def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterator[memoryview]:
+    """Read nbytes from f in slabs into one reusable buffer (bounded memory)."""
+    buf = bytearray(min(size, nbytes))
+    left = nbytes
+    while left:
+        n = min(size, left)
+        view = memoryview(buf)[:n]
+        if f.readinto(view) != n:
+            raise FormatError("input file is shorter than its header says")
+        left -= n
+        yield view
