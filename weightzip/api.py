@@ -220,11 +220,24 @@ def _safe_join(root: Path, rel: str) -> Path:
 
 
 def _write_parts(r: Reader, parts: list[int], path: Path, threads, bar) -> None:
+    """Small pieces (packed tensors, headers) are gathered into one buffer: a write call each
+    cost more than decoding them."""
+    small = bytearray()
     with builtins.open(path, "wb") as out:
         for idx in parts:
             for slab in r.iter_entry(idx, threads):
-                out.write(slab)
                 bar.update(len(slab))
+                if len(slab) < (1 << 20):
+                    small += slab
+                    if len(small) >= (8 << 20):
+                        out.write(small)
+                        small = bytearray()
+                    continue
+                if small:
+                    out.write(small)
+                    small = bytearray()
+                out.write(slab)
+        out.write(small)
 
 
 def _tensor(r: Reader, idx: int, framework: str, threads: int | None):

@@ -2,10 +2,9 @@
 reference a delta was coded against. Parsing validates everything the decoder relies on."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from .dtypes import by_name
 from .errors import FormatError
@@ -167,11 +166,12 @@ def parse_entry(d: dict, chunk_bytes: int, next_chunk: int, nchunks: int) -> Ent
         e.shape = tuple(int(s) for s in d["shape"])
         if len(e.shape) > MAX_DIMS:
             raise FormatError(f"corrupt index (tensor {e.name!r} has {len(e.shape)} dimensions)")
-        if any(s < 0 for s in e.shape) or by_name(e.dtype).itemsize * int(np.prod(e.shape, dtype=object)) != nbytes:
+        item = by_name(e.dtype).itemsize  # exact integer products (Python ints), bounded by MAX_DIMS
+        if any(s < 0 for s in e.shape) or item * math.prod(e.shape) != nbytes:
             raise FormatError(f"corrupt index (tensor {e.name!r} shape/size)")
         # An empty tensor's other dims are unchecked by its size; numpy refuses shapes whose
         # nonzero dims multiply past int64, so such a shape is corrupt, not an empty tensor.
-        if by_name(e.dtype).itemsize * int(np.prod([s for s in e.shape if s], dtype=object)) >= 1 << 63:
+        if item * math.prod(s for s in e.shape if s) >= 1 << 63:
             raise FormatError(f"corrupt index (tensor {e.name!r} shape)")
     elif e.kind == "pack":
         e.dtype = str(d["dtype"])
