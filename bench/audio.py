@@ -167,7 +167,7 @@ def main() -> int:
     a = ap.parse_args()
 
     from neurocodec.runtime.registry import default_codec, load_codec
-    from neurocodec.tools.audio.anchors import opus_available, opus_version
+    from neurocodec.tools.audio.anchors import codec2_available, opus_available, opus_version
     from neurocodec.tools.audio.evaluate import evaluate
 
     name = a.codec or default_codec("audio")
@@ -180,6 +180,7 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     prov["torch_threads"] = torch.get_num_threads()
     prov["opus"] = opus_version() if opus_available() else "unavailable"
+    prov["codec2"] = "c2enc/c2dec (Debian codec2)" if codec2_available() else "unavailable"
     results = {}
     for set_name, folder in SETS.items():
         if folder.is_dir():
@@ -204,9 +205,10 @@ def _m(results, set_name, system, k):
 
 def report(payload: dict, results: dict, name: str, codec) -> list[str]:
     prov = payload["provenance"]
-    lines = [f"# Audio codec `{name}` vs Opus", "", *provenance_md(prov),
+    lines = [f"# Audio codec `{name}` vs Opus and Codec2", "", *provenance_md(prov),
              f"- torch threads: {prov['torch_threads']}; Opus: {prov['opus']} "
-             "(`opusenc --hard-cbr`, decoded with `opusdec --rate <input rate>`)",
+             "(`opusenc --hard-cbr`, decoded with `opusdec --rate <input rate>`); Codec2: "
+             f"{prov.get('codec2', 'unavailable')} (modes 3200 and 1200 at 8 kHz, resampled with soxr)",
              f"- training: step {payload['training'].get('step')}, {payload['training'].get('minutes')} min on CPU", ""]
     cols = ["system", "nominal kbps", "file kbps", "Opus payload kbps", "stages/frame", "level dB (mean / worst)",
             "SI-SDR dB", "mel dist", "STOI", "PESQ-WB", "enc+dec ×RT", "entropy saving"]
@@ -254,6 +256,16 @@ def report(payload: dict, results: dict, name: str, codec) -> list[str]:
                   verdict(s6 >= 0.85)])
     if at15:
         t.append(["1.5 kbps speech: STOI ≥ 0.75", fmt(at15["stoi"], 3), verdict(at15["stoi"] >= 0.75)])
+    if opus6 and sp(name, 6.0):
+        m6 = sp(name, 6.0)
+        t.append(["6 kbps speech: STOI ≥ 0.88, SI-SDR ≥ 0 dB", f"{fmt(m6['stoi'], 3)}, {fmt(m6['si_sdr'], 2)} dB",
+                  verdict(m6["stoi"] >= 0.88 and m6["si_sdr"] >= 0)])
+    for ours_k, mode in ((3.0, 3.2), (1.5, 1.2)):
+        mine, c2 = sp(name, ours_k), sp("codec2", mode)
+        if mine and c2:
+            t.append([f"{ours_k:g} kbps speech: PESQ-WB and STOI above Codec2 {int(mode * 1000)}",
+                      f"{fmt(mine['pesq_wb'], 2)} / {fmt(mine['stoi'], 3)} vs {fmt(c2['pesq_wb'], 2)} / "
+                      f"{fmt(c2['stoi'], 3)}", verdict(mine["pesq_wb"] > c2["pesq_wb"] and mine["stoi"] > c2["stoi"])])
     lv = max((m["level_db_worst"] for res in results.values() for m in res["means"] if m["system"] == name),
              default=float("nan"))
     t.append(["decoded level within 0.5 dB RMS of the input (every file)", f"worst |change| {fmt(lv, 2)} dB",

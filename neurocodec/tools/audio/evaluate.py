@@ -33,17 +33,20 @@ def score(ref: np.ndarray, est: np.ndarray, sr: int, pesq: bool) -> dict:
 
 
 def evaluate(codec_name: str, data_dir, out_dir=None, kbps: tuple = (1.5, 3.0, 6.0), opus_kbps: tuple = (6.0, 12.0),
-             pesq: bool | None = None, limit: int | None = None, progress: bool = True) -> dict:
-    """Rows per (system, rate, file) and means per (system, rate). pesq None: for 16 kHz files."""
+             pesq: bool | None = None, limit: int | None = None, progress: bool = True,
+             codec2_modes: tuple = (3200, 1200)) -> dict:
+    """Rows per (system, rate, file) and means per (system, rate). pesq None: for 16 kHz files.
+    Anchors whose tools are not installed (opusenc/opusdec, c2enc/c2dec) are left out."""
     from neurocodec.runtime.bitstream import NcFile
     from neurocodec.runtime.registry import load_codec
-    from neurocodec.tools.audio.anchors import opus_available, opus_roundtrip
+    from neurocodec.tools.audio.anchors import codec2_available, codec2_roundtrip, opus_available, opus_roundtrip
 
     codec = load_codec(codec_name)
     files = list_audio(data_dir)[:limit]
     if not files:
         raise ValueError(f"no audio files in {data_dir}")
     use_opus = bool(opus_kbps) and opus_available()
+    c2_modes = codec2_modes if codec2_available() else ()
     rows = []
     for p in tqdm(files, desc=f"eval {Path(data_dir).name}", disable=not progress):
         x, sr = read_audio(p)  # [C, T]
@@ -67,6 +70,11 @@ def evaluate(codec_name: str, data_dir, out_dir=None, kbps: tuple = (1.5, 3.0, 6
             y, nbytes, payload = opus_roundtrip(x.mean(0), sr, k)
             rows.append({"system": "opus", "nominal_kbps": k, "file": p.name, "seconds": sec,
                          "kbps": 8 * nbytes / sec / 1000, "payload_kbps": 8 * payload / sec / 1000,
+                         "bytes": nbytes, **score(x, y[None], sr, do_pesq)})
+        for mode in c2_modes:
+            y, nbytes = codec2_roundtrip(x.mean(0), sr, mode)
+            rows.append({"system": "codec2", "nominal_kbps": mode / 1000, "file": p.name, "seconds": sec,
+                         "kbps": 8 * nbytes / sec / 1000, "payload_kbps": 8 * nbytes / sec / 1000,
                          "bytes": nbytes, **score(x, y[None], sr, do_pesq)})
     res = {"codec": codec.name, "data": display_path(data_dir), "files": len(files), "rows": rows,
            "means": summarize(rows)}
