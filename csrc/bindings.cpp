@@ -11,6 +11,7 @@
 
 #include "arm.hpp"
 #include "chunks.hpp"
+#include "lanes.hpp"
 #include "lossy.hpp"
 #include "rans_indexed.hpp"
 #include "synthesis.hpp"
@@ -93,6 +94,39 @@ void py_decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_sty
   py::gil_scoped_release nogil;
   wz::decode_chunks(src.ptr, src.size, tab, n, spec, const_cast<uint8_t*>(dst.ptr), dst.size,
                     threads, verify, rv.ptr, rv.size);
+}
+
+template <class T>
+py::array_t<T> vec_to_numpy(const std::vector<T>& v) {
+  return py::array_t<T>(py::ssize_t(v.size()), v.data());
+}
+
+// Lanes (in-memory GPU-friendly coding of a float tensor, lanes.hpp).
+py::tuple lanes_encode(py::buffer data, int transform) {
+  py::buffer_info info = data.request();
+  const View v = contiguous(info, "data");
+  const size_t k = transform == 3 ? 4 : 2;
+  if (v.size % k) throw std::invalid_argument("data is not whole elements");
+  lanes::Coded c;
+  {
+    py::gil_scoped_release nogil;
+    c = lanes::encode(v.ptr, v.size / k, transform);
+  }
+  return py::make_tuple(vec_to_numpy(c.freqs), vec_to_numpy(c.offsets), vec_to_numpy(c.bytes), vec_to_numpy(c.raw));
+}
+
+void lanes_decode(py::array_t<uint16_t, py::array::c_style> freqs, py::array_t<uint32_t, py::array::c_style> offsets,
+                  py::buffer bytes, py::buffer raw, int transform, py::buffer out, int threads) {
+  py::buffer_info binfo = bytes.request(), rinfo = raw.request(), oinfo = out.request(true);
+  const View b = contiguous(binfo, "bytes"), r = contiguous(rinfo, "raw"), o = contiguous(oinfo, "out");
+  const size_t k = transform == 3 ? 4 : 2;
+  const size_t n = o.size / k;
+  if (freqs.size() != 256 || o.size % k || r.size != n * (k - 1) ||
+      size_t(offsets.size()) != (n + lanes::kLaneSymbols - 1) / lanes::kLaneSymbols + 1)
+    throw std::invalid_argument("lanes: sizes do not match");
+  py::gil_scoped_release nogil;
+  lanes::decode(freqs.data(), offsets.data(), b.ptr, b.size, r.ptr, n, transform, const_cast<uint8_t*>(o.ptr),
+                threads);
 }
 
 uint64_t hash_buffer(py::buffer data) {
@@ -496,6 +530,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("itemsize"), py::arg("transform"), py::arg("out"), py::arg("threads") = 0,
         py::arg("verify") = true, py::arg("ref") = py::none());
   m.def("xxh64", &hash_buffer, py::arg("data"));
+  m.def("lanes_encode", &lanes_encode, py::arg("data"), py::arg("transform"));
+  m.def("lanes_decode", &lanes_decode, py::arg("freqs"), py::arg("offsets"), py::arg("bytes"), py::arg("raw"),
+        py::arg("transform"), py::arg("out"), py::arg("threads") = 1);
   m.def("zstd_available", &zstd::available);
   m.def("stream_count", [](int transform, int itemsize) {
     return transform_width(Transform(transform), itemsize);

@@ -68,6 +68,10 @@ def decode_chunks(
 
 # XXH64 (seed 0) of the buffer's bytes.
 def xxh64(data: _Buffer) -> int: ...
+def lanes_encode(data: _Buffer, transform: int) -> tuple[
+    npt.NDArray[np.uint16], npt.NDArray[np.uint32], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]: ...
+def lanes_decode(freqs: npt.NDArray[np.uint16], offsets: npt.NDArray[np.uint32], bytes: _Buffer, raw: _Buffer,
+                 transform: int, out: _Buffer, threads: int = 1) -> None: ...
 
 # Whether the system's libzstd could be loaded (without it the encoder never picks zstd, and
 # decoding a zstd stream raises FormatError).

@@ -16,9 +16,12 @@ the weights stay decoded through backward and the optimizer step, and
 them. `mantissa_bits=k` first rounds every mantissa to k bits (round to nearest even; values
 that would round up to infinity are truncated instead, NaN and ±Inf are kept).
 
+On a CUDA device the weights are coded as lanes (csrc/lanes.hpp) and stay on the device,
+decoded there by csrc/cuda/lanes_kernel.cu (cuda_lanes.py); where that kernel cannot be built
+they are coded in CPU memory and decoded on the CPU, then copied.
+
 Limits: parameters only (buffers stay plain); `state_dict()` of a compressed module returns
-the decoded weights, but `load_state_dict` needs `decompress_module` first; the coded weights
-live in CPU memory (a module on a GPU decodes on the CPU and copies).
+the decoded weights, but `load_state_dict` needs `decompress_module` first.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _C
+from . import _C, cuda_lanes
 from .dtypes import from_torch
 from .levels import LEVELS
 
@@ -74,7 +77,11 @@ def round_mantissa(t: torch.Tensor, bits: int) -> torch.Tensor:
     return out.to(_INT[size]).view(t.dtype).reshape(t.shape)
 
 
-def encode_tensor(t: torch.Tensor, threads: int = 1) -> CodedTensor:
+def encode_tensor(t: torch.Tensor, threads: int = 1) -> CodedTensor | cuda_lanes.LanesTensor:
+    """Coded on the CPU; the weights of a CUDA tensor stay on its device, coded as lanes for
+    the GPU decoder when it is available (cuda_lanes.py)."""
+    if t.is_cuda and t.dtype in cuda_lanes.TRANSFORMS and cuda_lanes.library() is not None:
+        return cuda_lanes.encode(t)
     dt = from_torch(t.dtype)
     if dt is None or t.dtype not in MANTISSA:
         raise ValueError(f"not a float16/bfloat16/float32 tensor: {t.dtype}")
@@ -88,7 +95,9 @@ def encode_tensor(t: torch.Tensor, threads: int = 1) -> CodedTensor:
     return CodedTensor(payload.copy(), table, t.dtype, tuple(t.shape), dt.itemsize, dt.transform)
 
 
-def decode_tensor(c: CodedTensor, threads: int = 1, device: Any = None) -> torch.Tensor:
+def decode_tensor(c: CodedTensor | cuda_lanes.LanesTensor, threads: int = 1, device: Any = None) -> torch.Tensor:
+    if isinstance(c, cuda_lanes.LanesTensor):
+        return cuda_lanes.decode(c)
     out = torch.empty(c.shape, dtype=c.dtype)
     _C.decode_chunks(c.payload, c.table, c.itemsize, c.transform, out.reshape(-1).view(torch.uint8).numpy(),
                      threads, False)
@@ -100,7 +109,7 @@ class _Coded:
     subtree, by (owner module, parameter name), its hooks and settings."""
 
     def __init__(self, mantissa_bits: int | None, threads: int):
-        self.params: dict[tuple[torch.nn.Module, str], CodedTensor] = {}
+        self.params: dict[tuple[torch.nn.Module, str], CodedTensor | cuda_lanes.LanesTensor] = {}
         self.live: set[tuple[torch.nn.Module, str]] = set()  # kept decoded for backward and the step
         self.mantissa_bits, self.threads = mantissa_bits, threads
         self.handles: list[Any] = []
@@ -164,7 +173,7 @@ def compress_module(module: torch.nn.Module, mantissa_bits: int | None = None, t
     mantissa_bits=None is lossless; an int keeps that many mantissa bits (inference)."""
     if any(hasattr(m, "_wz_coded") for m in module.modules()):
         raise ValueError("this module is compressed already (decompress_module first)")
-    coded: dict[int, CodedTensor] = {}  # by Parameter: tied parameters are coded once
+    coded: dict[int, CodedTensor | cuda_lanes.LanesTensor] = {}  # by Parameter: tied parameters are coded once
     for unit, owners in _units(module):
         st = _Coded(mantissa_bits, threads)
         for mod in owners:
@@ -194,7 +203,7 @@ def _coded_units(module: torch.nn.Module) -> list[_Coded]:
 def recompress_module(module: torch.nn.Module) -> None:
     """After an optimizer step: code the updated values of weights a training step kept decoded
     (rounded again if the module is lossy), and free them."""
-    fresh: dict[int, CodedTensor] = {}  # by Parameter: tied parameters are coded once
+    fresh: dict[int, CodedTensor | cuda_lanes.LanesTensor] = {}  # by Parameter: tied parameters are coded once
     for st in _coded_units(module):
         for mod, n in sorted(st.live, key=lambda k: k[1]):
             p = mod._parameters[n]

@@ -147,3 +147,16 @@ def test_round_mantissa_against_integer_reference(dtype, k):
     got = got.view({16: np.uint16, 32: np.uint32}[width]).astype(np.uint64)
     want = _reference_round(bits, MANTISSA[dtype], k, width)
     assert np.array_equal(got, want)
+
+
+def test_cuda_module_outputs_are_bit_identical():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    m = mlp(torch.bfloat16).cuda()
+    x = torch.randn(16, 64, dtype=torch.bfloat16, device="cuda")
+    with torch.no_grad():
+        ref = m(x)
+    wzt.compress_module(m)
+    with torch.no_grad():
+        assert torch.equal(m(x), ref)
+    assert all(p.numel() == 0 and p.is_cuda for p in big_params(m))
