@@ -28,7 +28,7 @@ from .errors import ChecksumError, FormatError, RefError
 from .index import MAX_CHUNK_BYTES, MAX_DIMS, Entry, RefId, load_index  # noqa: F401  (re-exported)
 from .levels import DEFAULT_LEVEL, LEVELS, level_code
 from .packs import PackReader, PackWriter, member_of
-from .slabs import SLAB_BYTES, Feed, slabs_from_file, slabs_of  # noqa: F401  (re-exported)
+from .slabs import SLAB_BYTES, Feed, WriteBehind, slabs_from_file, slabs_of  # noqa: F401  (re-exported)
 
 MAGIC = b"\x89WZP\r\n\x1a\n"
 FOOTER_MAGIC = b"WZINDEX\x00"
@@ -70,7 +70,7 @@ def _threads(threads: int | None) -> int:
     return 0 if check_threads(threads) is None else int(threads)
 
 
-class Writer(PackWriter):
+class Writer(PackWriter, WriteBehind):
     """Streams entries into a .wz file. Call finish() once; nothing is valid before that.
 
     With `ref` (a refs.RefSource: an earlier .wz of the same model), tensors and blobs that
@@ -95,6 +95,7 @@ class Writer(PackWriter):
         self.keep: dict[int, np.ndarray] | None = None  # set to {} to keep each tensor's decoded bytes
         self.last_recon: np.ndarray | None = None  # the last tensor's reconstruction, if it was lossy
         self._start_packs(pack_small)
+        self._start_writes()
         if level != "fast":
             note_no_zstd()
         f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
@@ -117,7 +118,7 @@ class Writer(PackWriter):
         """Write coded chunks and their table records (csize, checksum)."""
         rec = np.empty(len(tab), CHUNK_RECORD)
         rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
-        self.f.write(payload)
+        self._write(payload)
         self.pos += payload.size
         self.tables.append(rec)
         self.nchunks += len(rec)
@@ -191,6 +192,7 @@ class Writer(PackWriter):
     def finish(self, files: list[dict], source: dict, metadata: dict | None = None) -> tuple[int, int]:
         """Write the index and footer; returns the file's identity (index XXH64, size)."""
         self._flush_packs()
+        self._stop_writes()
         uses_ref = any("ref" in e.extra for e in self.entries)
         v2 = uses_ref or any("lossy" in e.extra for e in self.entries)
         version = 3 if any(e.kind == "pack" for e in self.entries) else 2 if v2 else 1
