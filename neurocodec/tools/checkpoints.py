@@ -59,16 +59,21 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def restore(model: torch.nn.Module, optimizers: dict, state: dict | None, init_state: dict | None) -> tuple:
-    """Load start_run()'s states: init weights, or the resumed model and optimizers (by their
-    key in the checkpoint). Returns (step, elapsed seconds) to continue from."""
+def restore(model: torch.nn.Module, optimizers: dict, state: dict | None, init_state: dict | None,
+            aux_modules: dict | None = None) -> tuple:
+    """Load start_run()'s states: init weights, or the resumed model, optimizers and other
+    trained modules (by their key in the checkpoint). Returns (step, elapsed seconds) to continue from."""
     if init_state:
         model.load_state_dict(init_state["model"])
     if not state:
         return 0, 0.0
     model.load_state_dict(state["model"])
+    for key, m in (aux_modules or {}).items():
+        if f"module:{key}" in state:  # absent: a run that starts its adversarial stage now
+            m.load_state_dict(state[f"module:{key}"])
     for key, opt in optimizers.items():
-        opt.load_state_dict(state[key])
+        if key in state or key == "opt":  # an optional one may start later (the discriminators')
+            opt.load_state_dict(state[key])
     logging.getLogger("neurocodec.train").info("resumed at step %d (%.1f min)", state["step"], state["elapsed"] / 60)
     return state["step"], state["elapsed"]
 

@@ -62,6 +62,10 @@ class TrainTask(ABC):
     # Checkpoint key -> optimiser. "opt" is the main one: it follows lr_at() and its parameters
     # are clipped to cfg.clip; any other is the task's own business (see after_step).
     optimizers: dict[str, torch.optim.Optimizer]
+    # Other trained modules that are not part of the exported model (a GAN's discriminators):
+    # saved in the checkpoint as "module:<key>" and restored with it.
+    aux_modules: dict[str, torch.nn.Module] = {}
+    step: int = 0  # optimiser steps done, kept current by fit() (resumed runs included)
     rng: np.random.Generator  # the batch sampler's (checkpointed with torch's)
     desc: str = "train"  # progress bar label
     shown: tuple[str, ...] = ()  # stats of loss() shown in the progress bar
@@ -209,7 +213,8 @@ def fit(task: TrainTask, run: Run) -> Path:
     """Train until cfg.steps, the time budget or run.max_steps more steps, checkpointing to
     run.ckpt_path; returns it."""
     cfg, model, opt = task.cfg, task.model, task.optimizers["opt"]
-    step, elapsed = restore(model, task.optimizers, run.state, run.init_state)
+    step, elapsed = restore(model, task.optimizers, run.state, run.init_state, task.aux_modules)
+    task.step = step
     ema = None  # of the loss
     if run.state:
         rng = _saved_rng(run)
@@ -242,6 +247,7 @@ def fit(task: TrainTask, run: Run) -> Path:
             save_checkpoint(run.ckpt_path, {
                 "config": task.snapshot_config(), "model": model.state_dict(),
                 **{key: o.state_dict() for key, o in task.optimizers.items()},
+                **{f"module:{key}": m.state_dict() for key, m in task.aux_modules.items()},
                 "step": step, "elapsed": elapsed, "world": run.world, "ema": ema,
                 "rng": _rng_state(task, run.device), **extra})
         if run.distributed:
@@ -275,6 +281,7 @@ def fit(task: TrainTask, run: Run) -> Path:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
             step += 1
+            task.step = step
             stats = {**stats, **task.after_step(step)}
             ema = loss_value if ema is None else 0.98 * ema + 0.02 * loss_value
             bar.update(1)

@@ -3,6 +3,8 @@
 - MultiScaleMelLoss: DAC's multi-scale mel loss (windows of 32..2048 samples, hop = window/4).
 - MultiResolutionSTFTLoss: Parallel WaveGAN's (Yamamoto et al. 2020) spectral convergence plus
   log-magnitude L1 at three resolutions.
+- ComplexSTFTLoss: L1 between the real and imaginary parts at several resolutions: unlike the
+  magnitude losses it ties the output to the input's phase.
 - waveform_l1.
 
 All take (x_hat, x), shaped [B, 1, T] or [B, T], with x the reference. STFTs are centred with
@@ -117,6 +119,27 @@ class MultiResolutionSTFTLoss(nn.Module):
             sc = torch.linalg.vector_norm(s - s_hat) / torch.linalg.vector_norm(s)
             loss = loss + sc + F.l1_loss(s_hat.log(), s.log())
         return loss / len(self.resolutions)
+
+
+class ComplexSTFTLoss(nn.Module):
+    """Mean over resolutions of L1 between the complex STFTs' real and imaginary parts, each
+    divided by the reference's mean magnitude (so quiet and loud segments weigh alike)."""
+
+    def __init__(self, fft_sizes: Sequence[int] = (2048, 512, 128)):
+        super().__init__()
+        self.fft_sizes = tuple(fft_sizes)
+        for n in self.fft_sizes:
+            self.register_buffer(f"win_{n}", torch.hann_window(n), persistent=False)
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        loss = x.new_zeros(())
+        for n in self.fft_sizes:
+            kw = {"hop_length": n // 4, "window": getattr(self, f"win_{n}"), "center": True, "pad_mode": "reflect",
+                  "return_complex": True}
+            s_hat, s = torch.stft(_flat(x_hat), n, **kw), torch.stft(_flat(x), n, **kw)  # [B, bins, frames]
+            scale = s.abs().mean(dim=(1, 2), keepdim=True).clamp_min(1e-5)
+            loss = loss + F.l1_loss(torch.view_as_real(s_hat / scale), torch.view_as_real(s / scale))
+        return loss / len(self.fft_sizes)
 
 
 def waveform_l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

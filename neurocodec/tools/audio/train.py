@@ -17,7 +17,9 @@ import torch
 from neurocodec.runtime.audio.io import list_audio, read_audio
 from neurocodec.runtime.audio.models import AudioCodecModel, AudioModelConfig
 from neurocodec.runtime.registry import build_model
+from neurocodec.tools.audio import discriminators as disc
 from neurocodec.tools.audio.losses import (
+    ComplexSTFTLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     neg_si_sdr,
@@ -52,7 +54,13 @@ class AudioTrainConfig:
     mel_weight: float = 15.0
     stft_weight: float = 1.0
     wave_weight: float = 5.0
-    sisdr_weight: float = 0.0  # -SI-SDR (dB): the only term that rewards the right phase
+    sisdr_weight: float = 0.0  # -SI-SDR (dB): a waveform term that rewards the right phase
+    complex_weight: float = 0.0  # multi-resolution complex-STFT L1 (phase-aware)
+    adv_weight: float = 0.0  # > 0: adversarial stage (multi-period + STFT discriminators, LSGAN)
+    fm_weight: float = 2.0  # feature matching, with the adversarial stage
+    adv_start: int = 0  # reconstruction-only warm-up: the adversarial stage starts at this step
+    disc_lr: float = 2e-4
+    disc_width: int = 16  # discriminator channel width (HiFi-GAN's MPD starts at 32)
     commit_weight: float = 0.25
     codebook_weight: float = 1.0
     restart_every: int = 100
@@ -133,8 +141,10 @@ class SegmentSampler:
 
 
 def losses(model: AudioCodecModel, fns: dict, x: torch.Tensor, cfg: AudioTrainConfig,
-           n_q=None) -> tuple[torch.Tensor, dict]:
-    """The weighted sum of the reconstruction and RVQ losses of x [B, 1, T], and its parts."""
+           n_q=None, adversary=None) -> tuple[torch.Tensor, dict]:
+    """The weighted sum of the reconstruction and RVQ losses of x [B, 1, T], and its parts.
+    adversary: (discriminators, their optimiser) in the adversarial stage: they take one step
+    on (x, x_hat) first, then the generator's loss adds theirs and feature matching."""
     out = model(x, n_q)
     parts = {"mel": fns["mel"](out["x_hat"], x), "stft": fns["stft"](out["x_hat"], x),
              "wave": waveform_l1(out["x_hat"], x), "commit": out["commit_loss"],
@@ -143,7 +153,20 @@ def losses(model: AudioCodecModel, fns: dict, x: torch.Tensor, cfg: AudioTrainCo
          "commit": cfg.commit_weight, "codebook": cfg.codebook_weight}
     if cfg.sisdr_weight:
         parts["neg_sisdr"], w["neg_sisdr"] = neg_si_sdr(out["x_hat"], x), cfg.sisdr_weight
-    return sum(w[k] * v for k, v in parts.items()), {k: v.detach() for k, v in parts.items()}
+    if cfg.complex_weight:
+        parts["complex"], w["complex"] = fns["complex"](out["x_hat"], x), cfg.complex_weight
+    stats = {}
+    if adversary is not None:
+        d, opt_d = adversary
+        d_loss = disc.d_loss(d(x), d(out["x_hat"].detach()))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        stats["disc"] = d_loss.detach()  # logged; minimised by its own optimiser
+        real, fake = d(x), d(out["x_hat"])
+        parts["adv"], w["adv"] = disc.g_loss(fake), cfg.adv_weight
+        parts["fm"], w["fm"] = disc.feature_matching(real, fake), cfg.fm_weight
+    return sum(w[k] * v for k, v in parts.items()), {**{k: v.detach() for k, v in parts.items()}, **stats}
 
 
 class AudioTask(TrainTask):
@@ -165,8 +188,12 @@ class AudioTask(TrainTask):
 
         self.model = build_model(cfg.model["arch"], self.mcfg.to_dict()).to(run.device)
         self.fns = {"mel": MultiScaleMelLoss(self.mcfg.sample_rate, mag_weight=0.0).to(run.device),
-                    "stft": MultiResolutionSTFTLoss().to(run.device)}
+                    "stft": MultiResolutionSTFTLoss().to(run.device), "complex": ComplexSTFTLoss().to(run.device)}
         self.optimizers = {"opt": torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.8, 0.99))}
+        if cfg.adv_weight:
+            self.disc = disc.Discriminators(width=cfg.disc_width).to(run.device)
+            self.aux_modules = {"disc": self.disc}
+            self.optimizers["disc"] = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.8, 0.99))
 
     def describe(self) -> str:
         s = self.sampler
@@ -181,7 +208,10 @@ class AudioTask(TrainTask):
         return self.sampler.batch(self.cfg.batch, self.cfg.level_db).to(self.device)  # [B, 1, seg]
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        return losses(self.model, self.fns, x, self.cfg)
+        adversary = None
+        if self.cfg.adv_weight and self.step >= self.cfg.adv_start:
+            adversary = (self.disc, self.optimizers["disc"])
+        return losses(self.model, self.fns, x, self.cfg, adversary=adversary)
 
     def after_step(self, step: int) -> dict:
         """Every restart_every steps: codes used too little restart on recent encoder outputs.
