@@ -17,6 +17,17 @@ from torch.nn.utils.parametrizations import weight_norm
 Outputs = list[tuple[torch.Tensor, list[torch.Tensor]]]
 
 
+def _stack(convs: Sequence[nn.Module], out: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU convolutions, then the logits layer: (flattened logits, every layer's output)."""
+    fmaps = []
+    for conv in convs:
+        h = F.leaky_relu(conv(h), 0.1)
+        fmaps.append(h)
+    h = out(h)
+    fmaps.append(h)
+    return h.flatten(1), fmaps
+
+
 class PeriodDiscriminator(nn.Module):
     """HiFi-GAN's: the waveform folded to [T/p, p] and seen by 2-D convolutions along time."""
 
@@ -33,14 +44,7 @@ class PeriodDiscriminator(nn.Module):
         b, c, t = x.shape
         if t % self.period:
             x = F.pad(x, (0, self.period - t % self.period), mode="reflect")
-        h = x.view(b, c, -1, self.period)  # [B, 1, T/p, p]
-        fmaps = []
-        for conv in [*self.convs, self.last]:
-            h = F.leaky_relu(conv(h), 0.1)
-            fmaps.append(h)
-        h = self.out(h)
-        fmaps.append(h)
-        return h.flatten(1), fmaps
+        return _stack([*self.convs, self.last], self.out, x.view(b, c, -1, self.period))  # [B, 1, T/p, p]
 
 
 class STFTDiscriminator(nn.Module):
@@ -60,14 +64,7 @@ class STFTDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         spec = torch.stft(x.reshape(-1, x.shape[-1]), self.n_fft, self.hop, window=self.window, center=True,
                           return_complex=True)  # [B, F, frames]
-        h = torch.stack([spec.real, spec.imag], 1).transpose(2, 3)  # [B, 2, frames, F]
-        fmaps = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), 0.1)
-            fmaps.append(h)
-        h = self.out(h)
-        fmaps.append(h)
-        return h.flatten(1), fmaps
+        return _stack(self.convs, self.out, torch.stack([spec.real, spec.imag], 1).transpose(2, 3))  # [B, 2, frames, F]
 
 
 class Discriminators(nn.Module):
