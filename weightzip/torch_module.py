@@ -26,7 +26,7 @@ the decoded weights, but `load_state_dict` needs `decompress_module` first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -34,11 +34,10 @@ import torch
 from . import _C, cuda_lanes
 from .dtypes import from_torch
 from .levels import LEVELS
+from .torch_rounding import MANTISSA, calibrated_weights, round_mantissa
 
 MIN_NUMEL = 4096  # smaller parameters (biases, norms) stay plain: little memory, many calls
 CHUNK_BYTES = 1 << 20
-MANTISSA = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
-_INT = {2: torch.int16, 4: torch.int32}
 
 
 @dataclass
@@ -55,26 +54,6 @@ class CodedTensor:
     @property
     def nbytes(self) -> int:
         return int(self.payload.nbytes + self.table.nbytes)
-
-
-def round_mantissa(t: torch.Tensor, bits: int) -> torch.Tensor:
-    """t with every finite mantissa rounded to `bits` bits (RNE); overflow to Inf truncates."""
-    m = MANTISSA[t.dtype]
-    if not 0 <= bits <= m:
-        raise ValueError(f"mantissa_bits must be in 0..{m} for {t.dtype}, not {bits}")
-    drop = m - bits
-    if drop == 0:
-        return t.clone()
-    size = t.element_size()
-    x = t.contiguous().view(_INT[size]).to(torch.int64) & ((1 << (8 * size)) - 1)  # unsigned bits
-    exp_mask = ((1 << (8 * size - 1 - m)) - 1) << m
-    low = (1 << drop) - 1
-    up = (x + (low >> 1) + ((x >> drop) & 1)) & ~low
-    keep = (x & exp_mask) == exp_mask  # NaN, ±Inf: unchanged
-    up = torch.where(((up & exp_mask) == exp_mask) & ~keep, x & ~low, up)  # rounded to Inf: truncate
-    out = torch.where(keep, x, up)
-    out = torch.where(out >= 1 << (8 * size - 1), out - (1 << (8 * size)), out)  # back to signed
-    return out.to(_INT[size]).view(t.dtype).reshape(t.shape)
 
 
 def encode_tensor(t: torch.Tensor, threads: int = 1) -> CodedTensor | cuda_lanes.LanesTensor:
@@ -168,20 +147,40 @@ def _units(module: torch.nn.Module) -> list[tuple[torch.nn.Module, list[torch.nn
     return [(u, list(u.modules())) for u in layers.values()] + rest
 
 
-def compress_module(module: torch.nn.Module, mantissa_bits: int | None = None, threads: int = 1) -> torch.nn.Module:
+def _eligible(p: torch.nn.Parameter | None) -> bool:
+    return p is not None and p.dtype in MANTISSA and p.numel() >= MIN_NUMEL
+
+
+def compress_module(module: torch.nn.Module, mantissa_bits: int | None = None, threads: int = 1,
+                    calibrate: Callable[[torch.nn.Module], Any] | None = None) -> torch.nn.Module:
     """Code every float parameter (≥ MIN_NUMEL elements) of module in place; returns module.
-    mantissa_bits=None is lossless; an int keeps that many mantissa bits (inference)."""
+    mantissa_bits=None is lossless; an int keeps that many mantissa bits (inference).
+    calibrate (with mantissa_bits): a function that runs module on sample inputs, e.g.
+    `lambda m: m(**batch)`; nn.Linear weights are then rounded to keep the layers' outputs on
+    them (torch_rounding.py, GPTQ) rather than each weight to its nearest value."""
     if any(hasattr(m, "_wz_coded") for m in module.modules()):
         raise ValueError("this module is compressed already (decompress_module first)")
+    if calibrate is not None and mantissa_bits is None:
+        raise ValueError("calibrate applies to lossy coding only: give mantissa_bits too")
+    if mantissa_bits is not None:
+        for p in module.parameters():
+            if _eligible(p) and not 0 <= mantissa_bits <= MANTISSA[p.dtype]:
+                raise ValueError(f"mantissa_bits must be in 0..{MANTISSA[p.dtype]} for {p.dtype}, not {mantissa_bits}")
+    units = _units(module)
+    rounded = {} if calibrate is None else calibrated_weights(units, module, calibrate, int(mantissa_bits),  # type: ignore[arg-type]
+                                                               _eligible)
     coded: dict[int, CodedTensor | cuda_lanes.LanesTensor] = {}  # by Parameter: tied parameters are coded once
-    for unit, owners in _units(module):
+    for unit, owners in units:
         st = _Coded(mantissa_bits, threads)
         for mod in owners:
             for n, p in mod._parameters.items():
-                if p is None or p.dtype not in MANTISSA or p.numel() < MIN_NUMEL:
+                if not _eligible(p):
                     continue
+                assert p is not None
                 if id(p) not in coded:
-                    data = p.detach() if mantissa_bits is None else round_mantissa(p.detach(), mantissa_bits)
+                    data = p.detach() if mantissa_bits is None else rounded.pop(id(p), None)
+                    if data is None:
+                        data = round_mantissa(p.detach(), mantissa_bits)  # type: ignore[arg-type]
                     coded[id(p)] = encode_tensor(data, threads)
                 st.params[(mod, n)] = coded[id(p)]
         if not st.params:
