@@ -90,7 +90,7 @@ def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int, calibrated
     import weightzip.torch as wzt
 
     x = torch.randn(32, 2048, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
-    cal = torch.randn(256, 2048, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    cal = torch.randn(2048, 2048, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     base = rss_mb()
     m = _mlp(layers)
     plain_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
