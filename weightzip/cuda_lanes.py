@@ -3,9 +3,12 @@
 The coding is csrc/lanes.hpp's (exponent plane in lanes of 4096 rANS-coded symbols, other
 planes raw), made on the CPU by `_C.lanes_encode`; the coded tensors live on the device and
 `decode` writes the weights straight into a device tensor, bit-identical to the CPU decoder
-`_C.lanes_decode` (same functions). The kernel library is built on first use with nvcc
-(`-arch=native`) into ~/.cache/weightzip/ from the sources of this checkout, or taken from
-$WEIGHTZIP_CUDA_LIB; without a GPU, nvcc or the sources, `library()` is None and
+`_C.lanes_decode` (same functions). The kernel library is, in this order: $WEIGHTZIP_CUDA_LIB;
+the one built into the package (libwzlanes.so next to _C, when the wheel was built where a
+CUDA compiler was); or one built on first use with nvcc (`-arch=native`) into
+~/.cache/weightzip/ from the sources of a checkout. The first that loads and decodes a test
+tensor exactly as the CPU does on the current GPU is used (a packaged library without code
+for this GPU fails that, and the next is tried); without any, `library()` is None and
 compress_module decodes on the CPU instead.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,26 +47,51 @@ def build(out_dir: Path, arch: str = "native") -> Path:
     return lib
 
 
+def _candidates() -> Iterator[str]:
+    """Kernel libraries to try, in order; the checkout build only when the others fail."""
+    if os.environ.get("WEIGHTZIP_CUDA_LIB"):
+        yield os.environ["WEIGHTZIP_CUDA_LIB"]
+    packaged = Path(_C.__file__).resolve().parent / "libwzlanes.so"
+    if packaged.exists():
+        yield str(packaged)
+    if (SOURCES / "cuda" / "lanes_kernel.cu").exists():
+        key = hashlib.sha256(b"".join((SOURCES / f).read_bytes() for f in
+                                      ("cuda/lanes_kernel.cu", "lanes.hpp"))).hexdigest()[:16]
+        out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "weightzip" / f"cuda-{key}"
+        yield str(out / "libwzlanes.so") if (out / "libwzlanes.so").exists() else str(build(out))
+
+
+def _load(path: str) -> ctypes.CDLL | None:
+    """The library at path if it decodes a test tensor on the current GPU as the CPU does."""
+    lib = ctypes.CDLL(path)
+    lib.wz_lanes_decode_cuda.restype = ctypes.c_int
+    lib.wz_lanes_decode_cuda.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint64, ctypes.c_int] + \
+        [ctypes.c_void_p] * 3
+    g = torch.Generator().manual_seed(0)
+    t = (torch.randn(3 * 4096 + 17, generator=g) * 0.02).to(torch.bfloat16).cuda()
+    try:
+        ok = torch.equal(_decode_with(lib, encode(t)).cpu(), t.cpu())
+    except (RuntimeError, ValueError):  # no code for this GPU, launch errors
+        ok = False
+    return lib if ok else None
+
+
 def library() -> ctypes.CDLL | None:
-    """The kernel library, built on first use; None where CUDA decoding is not available."""
+    """The kernel library (see the module's docstring); None where CUDA decoding is not available."""
     if _LIB:
         return _LIB[0]
     lib = None
-    try:
-        if torch.cuda.is_available():
-            path = os.environ.get("WEIGHTZIP_CUDA_LIB")
-            if not path and (SOURCES / "cuda" / "lanes_kernel.cu").exists():
-                key = hashlib.sha256(b"".join((SOURCES / f).read_bytes() for f in
-                                              ("cuda/lanes_kernel.cu", "lanes.hpp"))).hexdigest()[:16]
-                out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "weightzip" / f"cuda-{key}"
-                path = str(out / "libwzlanes.so") if (out / "libwzlanes.so").exists() else str(build(out))
-            if path:
-                lib = ctypes.CDLL(path)
-                lib.wz_lanes_decode_cuda.restype = ctypes.c_int
-                lib.wz_lanes_decode_cuda.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint64, ctypes.c_int] + \
-                    [ctypes.c_void_p] * 3
-    except (OSError, subprocess.SubprocessError, FileNotFoundError):
-        lib = None
+    if torch.cuda.is_available():
+        try:
+            for path in _candidates():  # the last one builds: its failure ends the search
+                try:
+                    lib = _load(path)
+                except OSError:
+                    lib = None
+                if lib is not None:
+                    break
+        except (OSError, subprocess.SubprocessError):  # nvcc missing or failing
+            lib = None
     _LIB.append(lib)
     return lib
 
@@ -96,6 +125,10 @@ def decode(c: LanesTensor) -> torch.Tensor:
     lib = library()
     if lib is None:
         raise RuntimeError("CUDA lanes decoding is not available")
+    return _decode_with(lib, c)
+
+
+def _decode_with(lib: ctypes.CDLL, c: LanesTensor) -> torch.Tensor:
     out = torch.empty(c.shape, dtype=c.dtype, device=c.bytes.device)
     failed = torch.zeros(1, dtype=torch.int32, device=c.bytes.device)
     err = lib.wz_lanes_decode_cuda(c.freqs.data_ptr(), c.offsets.data_ptr(), c.bytes.data_ptr(), c.raw.data_ptr(),

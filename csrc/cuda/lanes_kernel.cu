@@ -1,8 +1,8 @@
 // CUDA decoder of lanes (csrc/lanes.hpp): one thread per lane of 4096 exponent symbols, the
 // decoder table in shared memory, each element merged with its raw planes and written as
 // it is decoded. decode_lane() and merge_element() are the functions the CPU decoder runs
-// (csrc/lanes.cpp), so the bits are the same. Built on demand by weightzip/cuda_lanes.py
-// (nvcc -shared); not part of the pip build, which needs no CUDA.
+// (csrc/lanes.cpp), so the bits are the same. Built into the wheel as libwzlanes when CMake
+// finds a CUDA compiler (CMakeLists.txt), else on demand by weightzip/cuda_lanes.py.
 #include <cstdint>
 
 #include "../lanes.hpp"

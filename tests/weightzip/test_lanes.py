@@ -3,6 +3,7 @@ is exact on every bit pattern; the CUDA kernel compiles wherever nvcc is (and ma
 decoder bit for bit where a GPU is)."""
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 from pathlib import Path
@@ -95,3 +96,44 @@ def test_cuda_decoder_matches_the_cpu_one():
         gpu = cuda_lanes.decode(c)
         assert torch.equal(gpu.cpu().view(torch.uint8), cuda_lanes.decode_cpu(c).view(torch.uint8))
         assert torch.equal(gpu.view(torch.uint8), t.view(torch.uint8))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_the_build_packages_the_cuda_library_where_nvcc_is():
+    import ctypes
+
+    lib = Path(_C.__file__).resolve().parent / "libwzlanes.so"
+    assert lib.exists(), "CMake found no CUDA compiler although nvcc is on PATH"
+    assert ctypes.CDLL(str(lib)).wz_lanes_decode_cuda  # loads without a GPU (static CUDA runtime)
+
+
+def test_library_takes_the_first_candidate_that_decodes_exactly(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from weightzip import cuda_lanes
+
+    monkeypatch.setenv("WEIGHTZIP_CUDA_LIB", "/from/env.so")
+    packaged = Path(_C.__file__).resolve().parent / "libwzlanes.so"
+    order = list(itertools.islice(cuda_lanes._candidates(), 2 if packaged.exists() else 1))
+    assert order == ["/from/env.so", str(packaged)][:len(order)]  # env first, then the packaged one
+
+    tried = []
+
+    def fake_load(path):  # the env library has no code for this GPU; the next one works
+        tried.append(path)
+        return None if path == "/from/env.so" else f"lib:{path}"
+
+    monkeypatch.setattr(cuda_lanes, "_load", fake_load)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda_lanes, "_LIB", [])
+    monkeypatch.setattr(cuda_lanes, "_candidates", lambda: iter(["/from/env.so", "/packaged.so", "/built.so"]))
+    assert cuda_lanes.library() == "lib:/packaged.so"
+    assert tried == ["/from/env.so", "/packaged.so"]
+    assert cuda_lanes.library() == "lib:/packaged.so" and len(tried) == 2  # decided once per process
+
+    def failing_build():
+        yield "/from/env.so"
+        raise subprocess.CalledProcessError(1, "nvcc")
+
+    monkeypatch.setattr(cuda_lanes, "_LIB", [])
+    monkeypatch.setattr(cuda_lanes, "_candidates", failing_build)
+    assert cuda_lanes.library() is None  # nvcc failing ends the search: decode on the CPU
