@@ -72,7 +72,7 @@ def test_core_dependencies_are_weightzips() -> None:
 # weightzip.torch (training-loop checkpoints), weightzip.torch_module and cuda_lanes (compressed
 # modules in memory) and weightzip.torch_dcp (torch.distributed.checkpoint storage) import torch by
 # design; nothing else in the package imports them.
-TORCH_BRIDGES = {"torch.py", "torch_dcp.py", "torch_module.py", "cuda_lanes.py"}
+TORCH_BRIDGES = {"torch.py", "torch_dcp.py", "torch_module.py", "torch_rounding.py", "cuda_lanes.py"}
 
 
 def test_no_module_imports_the_torch_bridges() -> None:
