@@ -116,6 +116,27 @@ uint16_t* encode_symbols(const uint8_t* in, size_t lo, size_t n, Tab tab, uint16
   return ptr;
 }
 
+// The kWindow symbols that hold the most frequency over all tables, if they hold 99 % of it
+// (a 16-symbol vector then misses the window in under 15 % of cases), else -1.
+int register_window(const Model& m) {
+  if (m.ctx.src != Source::kNone && m.ctx.src != Source::kPos) return -1;
+  uint64_t mass[256];
+  for (int s = 0; s < 256; ++s) {
+    mass[s] = 0;
+    for (int k = 0; k < m.ctx.n; ++k) mass[s] += m.freq[k][s];
+  }
+  uint64_t total = 0, in = 0, best = 0;
+  int base = 0;
+  for (int s = 0; s < 256; ++s) total += mass[s];
+  for (int s = 0; s < kWindow; ++s) in += mass[s];
+  best = in;
+  for (int b = 1; b + kWindow <= 256; ++b) {
+    in += mass[b + kWindow - 1] - mass[b - 1];
+    if (in > best) best = in, base = b;
+  }
+  return 100 * best >= 99 * total ? base : -1;
+}
+
 }  // namespace
 
 bool encode(const uint8_t* in, size_t n, const uint8_t* side, const Model& m, Bytes& out,
@@ -167,7 +188,7 @@ bool encode(const uint8_t* in, size_t n, const uint8_t* side, const Model& m, By
       ptr = encode_symbols(in, lo, n, [&](size_t i) { return by_ref[c.pos_ref(i)]; }, ptr, x);
       break;
   }
-  if (simd) ptr = simd(EncTable{fs, c, m.scale}, in, lo, side, ptr, x);
+  if (simd) ptr = simd(EncTable{fs, c, m.scale, register_window(m)}, in, lo, side, ptr, x);
   const size_t nwords = size_t(end - ptr);
   const size_t total = header + 2 * nwords;
   if (total > cap) return false;

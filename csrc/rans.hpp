@@ -101,11 +101,16 @@ using GroupKernel = size_t (*)(Decoder::State& s, uint8_t* out, size_t count,
 GroupKernel simd_kernel();  // nullptr where no SIMD decoder applies
 
 // Encoder tables for the SIMD encoder: fs[ctx * 256 + symbol] = freq | start << 16.
+// window >= 0 (order 0 and kPos only): symbols window..window + 63 carry nearly all the
+// frequency (exponents), so the encoder looks them up in registers rather than by a gather,
+// which bounds its speed; a vector with a symbol outside still gathers.
 struct EncTable {
   const uint32_t* fs;
   Context ctx;
   int scale;
+  int window = -1;
 };
+constexpr int kWindow = 64;
 // Encode the whole groups in[0, n) (n a multiple of kLanes) backwards into the words ending
 // at ptr (which must have room for n more) and the states x; returns the new ptr.
 using EncodeKernel = uint16_t* (*)(const EncTable& t, const uint8_t* in, size_t n,

@@ -219,6 +219,16 @@ void test_rans_distributions() {
     CHECK(rans_roundtrip(x, rans::Family::kSide, side.data(), "side") == rans::Source::kSide);
     all(x, side.data(), "side");
   }
+  {  // exponents: a narrow band (the encoder's register window) and rare outliers (gathers)
+    for (const size_t n : {size_t(70001), size_t(131072)}) {
+      Bytes x(n);
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t r = rng.below(1000);
+        x[i] = r == 0 ? 0 : r == 1 ? uint8_t(rng.next()) : uint8_t(110 + rng.below(16) + (i > n / 2 ? 8 : 0));
+      }
+      all(x, nullptr, "exponents n=" + std::to_string(n));
+    }
+  }
   {  // two halves with different statistics: kPos should be chosen
     const size_t n = 131072;
     Bytes x(n);
