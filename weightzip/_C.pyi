@@ -68,6 +68,9 @@ def decode_chunks(
 
 # XXH64 (seed 0) of the buffer's bytes.
 def xxh64(data: _Buffer) -> int: ...
+
+# The parts' bytes back to back in one new bytes object (pages asked for as huge pages).
+def join_bytes(parts: Sequence[_Buffer]) -> bytes: ...
 def lanes_encode(data: _Buffer, transform: int) -> tuple[
     npt.NDArray[np.uint16], npt.NDArray[np.uint32], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]: ...
 def lanes_decode(freqs: npt.NDArray[np.uint16], offsets: npt.NDArray[np.uint32], bytes: _Buffer, raw: _Buffer,

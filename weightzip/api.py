@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 import numpy as np
 from tqdm import tqdm
 
-from . import inputs, refs, torch_io
+from . import _C, inputs, refs, torch_io
 from .atomic import atomic_folder, atomic_path  # noqa: F401  (atomic_path: re-exported)
 from .container import Reader, Writer, check_threads, slabs_of
 from .dtypes import by_name, from_numpy, from_torch
@@ -369,12 +369,12 @@ def compress(data: Any, level: str = DEFAULT_LEVEL, threads: int | None = None) 
     w = Writer(out, level, threads, pack_small=False)  # type: ignore[arg-type]  # one tensor: version 1
     w.add_tensor("array", dt, shape, slabs_of(buf))
     w.finish([], {"kind": "array", "bytes": is_bytes})
-    return b"".join(out.parts)
+    return _C.join_bytes(out.parts)
 
 
 class _Parts:
     """A write-only file that keeps the written buffers (fresh ones, owned by nobody else) and
-    joins them once: compress() copies its output once instead of twice through BytesIO."""
+    joins them once (_C.join_bytes, into huge pages): compress() copies its output once."""
 
     def __init__(self) -> None:
         self.parts: list[Any] = []
@@ -391,4 +391,4 @@ def decompress(blob: bytes | bytearray | memoryview, threads: int | None = None)
     if r.source.get("kind") != "array" or len(r.entries) != 1:
         raise FormatError("not a weightzip.compress() frame (use weightzip.load for files)")
     a = _tensor(r, 0, "numpy", threads)
-    return a.tobytes() if r.source.get("bytes") else a
+    return _C.join_bytes([a]) if r.source.get("bytes") else a  # a.tobytes(), into huge pages

@@ -282,3 +282,19 @@ def test_bad_arguments():
         weightzip.compress(np.zeros(3, ">f4"))  # big-endian: not a supported dtype
     with pytest.raises(weightzip.FormatError):
         weightzip.decompress(b"")
+
+
+def test_join_bytes_concatenates_any_contiguous_buffers_exactly():
+    from weightzip import _C
+
+    rng = np.random.default_rng(5)
+    big = rng.integers(0, 256, (5 << 20) + 3, dtype=np.uint8)  # spans whole huge pages
+    parts = [b"", b"abc", memoryview(b"xyz")[1:], big, bytearray(b"\x00\xff"), np.arange(7, dtype=np.uint16)]
+    want = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+    got = _C.join_bytes(parts)
+    assert type(got) is bytes and got == want
+    assert _C.join_bytes([]) == b""
+    with pytest.raises((ValueError, BufferError, TypeError)):
+        _C.join_bytes([np.arange(10, dtype=np.uint8)[::2]])  # not contiguous
+    with pytest.raises(TypeError):
+        _C.join_bytes([b"ok", 3])
