@@ -38,12 +38,16 @@ SMALL_FILES = ["lora_roberta-base_agnews_series/checkpoint-500/adapter_model.saf
                "stories260K/stories260K.safetensors", "silero_vad_16k.safetensors"]
 
 
-def timed(fn: Callable[[], Any], reps: int, wall: bool = False) -> tuple[list[float], Any]:
-    """fn() once to warm up, then `reps` timed runs (process CPU seconds unless wall)."""
+def timed(fn: Callable[[], Any], reps: int, wall: bool = False,
+          setup: Callable[[], Any] | None = None) -> tuple[list[float], Any]:
+    """fn() once to warm up, then `reps` timed runs (process CPU seconds unless wall); setup()
+    runs before each, untimed."""
     clock = time.perf_counter if wall else time.process_time
     out = fn()
     times = []
     for _ in range(reps):
+        if setup is not None:
+            setup()
         gc.collect()
         t0 = clock()
         out = fn()
@@ -146,9 +150,10 @@ def bench_threads(reps: int, work: Path, quick: bool) -> list[dict[str, Any]]:
         dst = work / f"syn{t}.wz"
 
         def pack(dst=dst, t=t) -> None:
-            weightzip.pack(ds.path, dst, threads=t, overwrite=True, progress=False)
+            weightzip.pack(ds.path, dst, threads=t, progress=False)
 
-        times, _ = timed(pack, reps, wall=True)
+        # the previous output is removed untimed: freeing its pages is not the pack's work
+        times, _ = timed(pack, reps, wall=True, setup=lambda dst=dst: dst.unlink(missing_ok=True))
         rows.append({"threads": t, **stats(times, n)})
         dst.unlink()
         print(f"threads {t}: pack {rows[-1]['mbps_best']:.0f} MB/s (wall)", flush=True)

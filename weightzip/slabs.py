@@ -39,16 +39,41 @@ def slabs_of(buf: memoryview, size: int = SLAB_BYTES) -> Iterator[memoryview]:
 
 
 def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterator[memoryview]:
-    """Read nbytes from f in slabs into one reusable buffer (bounded memory)."""
-    buf = bytearray(min(size, nbytes))
-    left = nbytes
-    while left:
-        n = min(size, left)
-        view = memoryview(buf)[:n]
+    """Read nbytes from f in slabs (bounded memory: two buffers). A tensor of several slabs is
+    read ahead: a helper thread fills the next slab while the caller codes this one, so that
+    reading is not a serial step between the coder's parallel ones. A slab is valid until the
+    next one is asked for. np.empty, not bytearray: zero-filling 32 MiB per tensor cost a fifth
+    of a 2-thread pack."""
+    if nbytes <= size:
+        buf = np.empty(nbytes, np.uint8)
+        if nbytes and f.readinto(memoryview(buf)) != nbytes:
+            raise FormatError("input file is shorter than its header says")
+        if nbytes:
+            yield memoryview(buf)
+        return
+    bufs = [np.empty(size, np.uint8), np.empty(size, np.uint8)]
+
+    def read(i: int, n: int) -> memoryview:
+        view = memoryview(bufs[i])[:n]
         if f.readinto(view) != n:
             raise FormatError("input file is shorter than its header says")
-        left -= n
-        yield view
+        return view
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="wz-read")
+    pending: Future | None = None
+    try:
+        left, i = nbytes, 0
+        pending = pool.submit(read, i, min(size, left))
+        while pending is not None:
+            view = pending.result()
+            left -= len(view)
+            pending = pool.submit(read, 1 - i, min(size, left)) if left else None
+            i = 1 - i
+            yield view
+    finally:
+        if pending is not None:  # abandoned early: let the read in flight finish before f is used again
+            pending.cancel() or pending.exception()
+        pool.shutdown()
 
 
 class WriteBehind:

@@ -298,3 +298,25 @@ def test_join_bytes_concatenates_any_contiguous_buffers_exactly():
         _C.join_bytes([np.arange(10, dtype=np.uint8)[::2]])  # not contiguous
     with pytest.raises(TypeError):
         _C.join_bytes([b"ok", 3])
+
+
+def test_slabs_from_file_reads_ahead_exactly_and_fails_cleanly():
+    import io
+
+    from weightzip.errors import FormatError
+    from weightzip.slabs import slabs_from_file
+
+    data = np.random.default_rng(3).integers(0, 256, 256_003, dtype=np.uint8).tobytes()
+    for size in (10_000, 256_003, 1 << 20):  # several slabs (read ahead), exactly one, one short
+        f = io.BytesIO(data + b"tail")
+        assert b"".join(bytes(v) for v in slabs_from_file(f, len(data), size=size)) == data
+        assert f.read() == b"tail"  # stopped exactly at the end of the tensor
+    assert list(slabs_from_file(io.BytesIO(b""), 0)) == []
+    with pytest.raises(FormatError, match="shorter"):
+        for _ in slabs_from_file(io.BytesIO(data[:55_555]), len(data), size=10_000):
+            pass
+    f = io.BytesIO(data)
+    g = slabs_from_file(f, len(data), size=10_000)
+    first = bytes(next(g))
+    g.close()  # abandoned: the read in flight (if any) is finished or cancelled, no thread left
+    assert first == data[:10_000] and f.tell() in (10_000, 20_000)
