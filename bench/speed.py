@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     # the pace of a 1 GiB pack (two-thread runs varied 2x), not the coder.
     shm = Path("/dev/shm")
     base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    payload["work_dir"] = "tmpfs (/dev/shm)" if base else "the temporary directory"
+    payload["work_dir"] = "tmpfs" if base else "the temporary directory"
     with tempfile.TemporaryDirectory(prefix="wzspeed", dir=base) as tmp:
         work = Path(tmp)
         if "memory" in parts:
