@@ -44,14 +44,7 @@ def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterato
     reading is not a serial step between the coder's parallel ones. A slab is valid until the
     next one is asked for. np.empty, not bytearray: zero-filling 32 MiB per tensor cost a fifth
     of a 2-thread pack."""
-    if nbytes <= size:
-        buf = np.empty(nbytes, np.uint8)
-        if nbytes and f.readinto(memoryview(buf)) != nbytes:
-            raise FormatError("input file is shorter than its header says")
-        if nbytes:
-            yield memoryview(buf)
-        return
-    bufs = [np.empty(size, np.uint8), np.empty(size, np.uint8)]
+    bufs = [np.empty(min(size, nbytes), np.uint8)]
 
     def read(i: int, n: int) -> memoryview:
         view = memoryview(bufs[i])[:n]
@@ -59,6 +52,11 @@ def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterato
             raise FormatError("input file is shorter than its header says")
         return view
 
+    if nbytes <= size:  # one slab: nothing to read ahead
+        if nbytes:
+            yield read(0, nbytes)
+        return
+    bufs.append(np.empty(size, np.uint8))
     pool = ThreadPoolExecutor(1, thread_name_prefix="wz-read")
     pending: Future | None = None
     try:
@@ -71,8 +69,8 @@ def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterato
             i = 1 - i
             yield view
     finally:
-        if pending is not None:  # abandoned early: let the read in flight finish before f is used again
-            pending.cancel() or pending.exception()
+        if pending is not None and not pending.cancel():  # abandoned early: the read in flight
+            pending.exception()  # finishes before f is used again
         pool.shutdown()
 
 

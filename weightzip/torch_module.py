@@ -162,10 +162,6 @@ def compress_module(module: torch.nn.Module, mantissa_bits: int | None = None, t
         raise ValueError("this module is compressed already (decompress_module first)")
     if calibrate is not None and mantissa_bits is None:
         raise ValueError("calibrate applies to lossy coding only: give mantissa_bits too")
-    if mantissa_bits is not None:
-        for p in module.parameters():
-            if _eligible(p) and not 0 <= mantissa_bits <= MANTISSA[p.dtype]:
-                raise ValueError(f"mantissa_bits must be in 0..{MANTISSA[p.dtype]} for {p.dtype}, not {mantissa_bits}")
     units = _units(module)
     rounded = {} if calibrate is None else calibrated_weights(units, module, calibrate, int(mantissa_bits),  # type: ignore[arg-type]
                                                                _eligible)
