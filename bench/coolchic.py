@@ -9,6 +9,9 @@ Fits are the expensive part (minutes each), so every fit runs in a worker proces
 (``--threads`` torch threads, ``--jobs`` at a time) and leaves its .nc file and statistics in ``--work`` (outside
 the repository: files are never committed); a rerun reuses every fit whose configuration
 (codec.json digest, preset, quality, image) is unchanged, so an interrupted run resumes.
+Each finished fit is also measured at once and its row (bpp, PSNR, times, the .nc's sha256) kept in
+``--ledger`` (committed), so fits survive the loss of the work folder: a fresh machine skips
+them and reports their recorded rows (marked ``from ledger``), and re-measures any whose .nc is present.
 Decoding is timed here on one thread (median of 3, numpy and the C++ core), checked against
 a second decode, and PSNR/bpp come from the decoded files (whole .nc, headers included).
 Writes ``<out>/coolchic.{md,json}`` and ``<out>/coolchic_rd.png``.
@@ -22,6 +25,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per fit")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "neurocodec-bench" / "coolchic")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
+    ap.add_argument("--ledger", type=Path, default=RESULTS_DIR / "coolchic_fits.json",
+                    help="measured rows of finished fits (committed: fits survive a lost --work folder)")
     ap.add_argument("--report-only", action="store_true", help="no fitting: report the fits in --work")
     ap.add_argument("--codec-dir", type=Path, help="also write results.json, per_image.csv and rd.png there "
                     "(codecs/coolchic: the shipped codec's results)")
@@ -96,10 +102,48 @@ def _fit_job(path: str, quality: int, preset: str, nc_path: str, threads: int) -
     return stats
 
 
-def run_fits(args: argparse.Namespace, names: list[str], presets: list[str], qualities: list[int]) -> Path:
+def load_ledger(path: Path) -> dict[str, dict[str, Any]]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_ledger(path: Path, ledger: dict[str, dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(json_safe(ledger), indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def fit_row(nc: Path, name: str, img: np.ndarray, preset: str, quality: int) -> dict[str, Any]:
+    """Decode one fit (3 timed decodes, one thread) and measure it from the file."""
+    from neurocodec import api
+
+    data = nc.read_bytes()
+    stats = json.loads(Path(str(nc) + ".json").read_text())
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        rec = api.decode(data)
+        times.append(time.perf_counter() - t0)
+    row, _ = measure(img, lambda x, d=data: d, lambda d, r=rec: r)
+    info = api.info(data)
+    prov = provenance()
+    return {"codec": f"coolchic-{preset}", "quality": quality, "image": name, **row,
+            "enc_ms": 1e3 * stats.get("encode_cpu_s", stats["encode_s"]),  # CPU when recorded
+            "enc_wall_ms": 1e3 * stats["encode_s"], "dec_ms": 1e3 * statistics.median(times),
+            "iterations": stats["iterations"], "mac_per_pixel": info["mac_per_pixel"],
+            "decoder_params": info["decoder_params"], "nc_bytes": len(data),
+            "nc_sha256": hashlib.sha256(data).hexdigest(),
+            "measured": {k: prov[k] for k in ("git_sha", "date", "machine") if k in prov}}
+
+
+def run_fits(args: argparse.Namespace, images: list[tuple[str, np.ndarray]], presets: list[str],
+             qualities: list[int]) -> Path:
     work = args.work / config_digest()
     work.mkdir(parents=True, exist_ok=True)
-    todo = [(n, q, p) for p in presets for q in qualities for n in names if not (work / fit_name(p, n, q)).exists()]
+    ledger = load_ledger(args.ledger)
+    arrays = dict(images)
+    # image-major: after a partial run whole curves exist for some images (per-image BD-rates)
+    todo = [(n, q, p) for p in presets for n in arrays for q in qualities
+            if not (work / fit_name(p, n, q)).exists() and f"{work.name}/{fit_name(p, n, q)}" not in ledger]
     if args.report_only or not todo:
         return work
     from tqdm import tqdm
@@ -111,37 +155,32 @@ def run_fits(args: argparse.Namespace, names: list[str], presets: list[str], qua
         for f in as_completed(futs):
             n, q, p = futs[f]
             st = f.result()
+            ledger[f"{work.name}/{fit_name(p, n, q)}"] = fit_row(work / fit_name(p, n, q), n, arrays[n], p, q)
+            save_ledger(args.ledger, ledger)
             bar.write(f"{p} {n} q{q}: {st['encode_s']:.0f} s wall, {st['encode_cpu_s']:.0f} s CPU, "
                       f"{st['iterations']} iterations")
             bar.update()
     return work
 
 
-def decode_rows(work: Path, images: list[tuple[str, np.ndarray]], presets: list[str],
+def decode_rows(args: argparse.Namespace, work: Path, images: list[tuple[str, np.ndarray]], presets: list[str],
                 qualities: list[int]) -> list[dict[str, Any]]:
-    from neurocodec import api
-
+    """Rows of every fit: measured now from its .nc when present (and recorded in the ledger), else the
+    ledger's row from the session that fitted it."""
+    ledger = load_ledger(args.ledger)
     rows = []
     for p in presets:
         for q in qualities:
             for name, img in images:
-                nc = work / fit_name(p, name, q)
-                if not nc.exists():
-                    continue
-                data = nc.read_bytes()
-                stats = json.loads(Path(str(nc) + ".json").read_text())
-                times = []
-                for _ in range(3):
-                    t0 = time.perf_counter()
-                    rec = api.decode(data)
-                    times.append(time.perf_counter() - t0)
-                row, _ = measure(img, lambda x, d=data: d, lambda d, r=rec: r)
-                info = api.info(data)
-                rows.append({"codec": f"coolchic-{p}", "quality": q, "image": name, **row,
-                             "enc_ms": 1e3 * stats.get("encode_cpu_s", stats["encode_s"]),  # CPU when recorded
-                             "dec_ms": 1e3 * statistics.median(times),
-                             "iterations": stats["iterations"], "mac_per_pixel": info["mac_per_pixel"],
-                             "decoder_params": info["decoder_params"]})
+                key, nc = f"{work.name}/{fit_name(p, name, q)}", work / fit_name(p, name, q)
+                if nc.exists():
+                    ledger[key] = fit_row(nc, name, img, p, q)
+                    rows.append({**ledger[key], "source": "decoded here"})
+                elif key in ledger:  # JSON keeps NaN (e.g. MS-SSIM of a small image) as null
+                    rows.append({**{k: float("nan") if v is None else v for k, v in ledger[key].items()},
+                                 "source": "from ledger"})
+    if rows and not args.report_only:
+        save_ledger(args.ledger, ledger)
     return rows
 
 
@@ -162,17 +201,21 @@ def render_markdown(p: dict[str, Any]) -> list[str]:
            f"- git `{p['git_sha']}`, {p['date']}; `{p['command']}`",
            f"- machine: {p['machine']['cpu_model']}, {p['machine']['cores']} cores; "
            f"{p['args']['threads']} torch thread(s) per fit, {p['args']['jobs']} fit(s) at a time",
-           f"- images: {', '.join(p['images'])}; codec.json digest {p['config_digest']}", "",
+           f"- images: {', '.join(p['images'])}; codec.json digest {p['config_digest']}",
+           f"- fits: {p['sources'].get('decoded here', 0)} decoded in this run, "
+           f"{p['sources'].get('from ledger', 0)} from the ledger `{p['ledger']}` (measured when fitted, in an "
+           "earlier session whose work folder is gone; each row names its git sha, date and .nc sha256)", "",
            "PSNR-RGB is the mean of per-image PSNR; bpp the mean of whole-file bpp (the .nc header included). "
            "BD-rate: % rate change at equal PSNR against the reference curve (negative = fewer bits).", ""]
     for codec, c in p["curves"].items():
         if not codec.startswith("coolchic"):
             continue
         out += [f"## {codec}", ""]
-        rows = [[q, fmt(b, 4), fmt(s, 2), fmt(e / 1e3, 0), fmt(d, 0), fmt(m, 0)]
-                for q, b, s, e, d, m in zip(c["quality"], c["bpp"], c["psnr"], c["enc_ms"], c["dec_ms"], c["mac"])]
-        out += md_table(["quality", "bpp", "PSNR dB", "encode s/image (CPU of 1 thread)", "decode ms (1 thread)",
-                         "MAC/px"], rows)
+        rows = [[q, n, fmt(b, 4), fmt(s, 2), fmt(e / 1e3, 0), fmt(d, 0), fmt(m, 0)]
+                for q, n, b, s, e, d, m in zip(c["quality"], c["n_images"], c["bpp"], c["psnr"], c["enc_ms"],
+                                               c["dec_ms"], c["mac"])]
+        out += md_table(["quality", "images", "bpp", "PSNR dB", "encode s/image (CPU of 1 thread)",
+                         "decode ms (1 thread)", "MAC/px"], rows)
         target = TARGETS.get(codec.split("-", 1)[1])
         if target:
             got = p["bd_rate_pct"][codec]["same_run"].get(target)
@@ -198,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     qualities = [int(q) for q in args.qualities.split(",") if q]
     wanted = {s for s in args.images.split(",") if s}
     images = [(n, a) for n, a in load_images(args.data) if not wanted or Path(n).stem in wanted]
-    work = run_fits(args, [n for n, _ in images], presets, qualities)
-    rows = decode_rows(work, images, presets, qualities)
+    work = run_fits(args, images, presets, qualities)
+    rows = decode_rows(args, work, images, presets, qualities)
     if not rows:
         print("no fits to report", file=sys.stderr)
         return 1
@@ -226,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                      anchors={f"{f.upper()} (same run)": (curves[f]["bpp"], curves[f]["psnr"])
                               for f in FORMATS if f in curves})
     payload = json_safe({**provenance(), "args": display_args(args), "images": [n for n, _ in images],
-                         "config_digest": work.name, "curves": curves, "bd_rate_pct": bd,
+                         "config_digest": work.name, "curves": curves, "ledger": display_path(args.ledger),
+                         "sources": dict(Counter(r["source"] for r in rows if "source" in r)), "bd_rate_pct": bd,
                          "rd_png": display_path(rd_png), "per_image": rows,
                          "anchors_json": display_path(json_path) if json_path else None})
     write_reports(args.out, "coolchic", payload, render_markdown(payload))
