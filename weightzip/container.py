@@ -135,7 +135,8 @@ class Writer(PackWriter, WriteBehind):
             return self._add_lossy(name, dt, tuple(shape), slabs, extra, j, row, *plan)
         if j is None and self.keep is None and self.ref is None and len(shape) <= MAX_DIMS and \
                 self._packable(size := dt.itemsize * math.prod(shape)):
-            data = b"".join(bytes(s) for s in slabs)
+            views = list(slabs)  # one view of a MemFile, or one fresh buffer: kept as it is
+            data = views[0] if len(views) == 1 else b"".join(views)
             if len(data) != size:
                 raise ValueError(f"tensor {name!r}: data size does not match its shape")
             self.on_bytes(size)
@@ -147,7 +148,7 @@ class Writer(PackWriter, WriteBehind):
         if j is not None:
             extra = {**(extra or {}), "ref": {"entry": j}}
         first, count, nbytes = self._encode(slabs, dt, row, None if j is None else self.ref.slabs(j))
-        if nbytes != dt.itemsize * int(np.prod(shape, dtype=np.int64)):
+        if nbytes != dt.itemsize * math.prod(shape):
             raise ValueError(f"tensor {name!r}: data size does not match its shape")
         if len(shape) > MAX_DIMS:
             raise ValueError(f"tensor {name!r}: more than {MAX_DIMS} dimensions")

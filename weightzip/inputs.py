@@ -7,6 +7,7 @@ gaps, config files). Concatenating the parts rebuilds the file byte for byte.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zipfile
@@ -20,8 +21,10 @@ from . import torch_zip, zipscan
 from .container import MAX_DIMS, Writer, slabs_from_file
 from .dtypes import BY_NAME, from_numpy
 from .errors import FormatError
+from .slabs import MemFile
 
 MAX_ST_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+READ_WHOLE = 64 << 20  # smaller files are read in one call (MemFile), not one read per tensor
 
 
 def _blob_range(w: Writer, f: BinaryIO, start: int, end: int) -> int:
@@ -69,7 +72,7 @@ def safetensors_layout(f: BinaryIO, size: int) -> tuple[int, list[tuple], dict] 
         dt = BY_NAME.get(dtype)
         if dt is None or not (0 <= begin <= end <= data_len) or any(s < 0 for s in shape):
             return None
-        if end - begin != dt.itemsize * int(np.prod(shape, dtype=object)):
+        if end - begin != dt.itemsize * math.prod(shape):  # Python ints: no overflow
             return None
         spans.append((begin, end, name, dtype, shape))
     spans.sort()
@@ -238,6 +241,9 @@ def add_file(w: Writer, path: Path) -> tuple[list[int], str, dict]:
     """Store one file; returns (parts, how it was split, safetensors metadata)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
+        if size <= READ_WHOLE:
+            f = MemFile(f.read())  # type: ignore[assignment]
+            size = len(f.mem)  # the bytes read (a file growing under us is read as it was)
         suffix = path.suffix.lower()
         if suffix == ".npy":
             return add_npy(w, f, 0, size, path.stem), "npy", {}

@@ -42,7 +42,8 @@ class PackWriter:
     def _packable(self, nbytes: int) -> bool:
         return self.pack_small and 0 < nbytes < min(PACK_MAX, self.chunk_bytes)
 
-    def _add_member(self, name: str, dt: Any, shape: tuple[int, ...], data: bytes, extra: dict | None) -> int:
+    def _add_member(self, name: str, dt: Any, shape: tuple[int, ...], data: bytes | memoryview,
+                    extra: dict | None) -> int:
         p = self._pending.get(dt.name)
         if p is not None and p.used + len(data) > self.chunk_bytes:
             self._flush_pack(dt.name)

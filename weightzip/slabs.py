@@ -1,6 +1,7 @@
 """Slabs: the unit of streaming I/O (32 MiB), so memory stays bounded whatever the tensor size."""
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
@@ -38,12 +39,31 @@ def slabs_of(buf: memoryview, size: int = SLAB_BYTES) -> Iterator[memoryview]:
         yield buf[off:off + size]
 
 
+class MemFile(io.BytesIO):
+    """A small input file read whole (one read, not one per tensor): slabs_from_file takes
+    zero-copy views of it (valid as long as the file object lives)."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.mem = memoryview(data)
+
+    def view(self, n: int) -> memoryview:
+        pos = self.tell()
+        if pos + n > len(self.mem):
+            raise FormatError("input file is shorter than its header says")
+        self.seek(pos + n)
+        return self.mem[pos:pos + n]
+
+
 def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterator[memoryview]:
-    """Read nbytes from f in slabs (bounded memory: two buffers). A tensor of several slabs is
-    read ahead: a helper thread fills the next slab while the caller codes this one, so that
-    reading is not a serial step between the coder's parallel ones. A slab is valid until the
-    next one is asked for. np.empty, not bytearray: zero-filling 32 MiB per tensor cost a fifth
-    of a 2-thread pack."""
+    """Read nbytes from f in slabs (bounded memory: two buffers), or view them in a MemFile.
+    A tensor of several slabs is read ahead: a helper thread fills the next slab while the
+    caller codes this one, so that reading is not a serial step between the coder's parallel
+    ones. A slab is valid until the next one is asked for. np.empty, not bytearray: zero-filling
+    32 MiB per tensor cost a fifth of a 2-thread pack."""
+    if isinstance(f, MemFile):
+        yield from slabs_of(f.view(nbytes), size)
+        return
     bufs = [np.empty(min(size, nbytes), np.uint8)]
 
     def read(i: int, n: int) -> memoryview:

@@ -64,6 +64,18 @@ def test_roundtrip_is_exact_and_small_tensors_share_chunks(tmp_path):
     assert weightzip.verify(wz, tmp_path / "m.safetensors").startswith("OK")
 
 
+def test_small_files_read_whole_pack_to_the_same_bytes_as_streamed_ones(tmp_path, monkeypatch):
+    """Files under inputs.READ_WHOLE are read in one call and sliced (MemFile); larger ones
+    are streamed slab by slab. Both must write the same .wz."""
+    from weightzip import inputs
+
+    st.save_file(small_model(), tmp_path / "m.safetensors")
+    whole = weightzip.pack(tmp_path / "m.safetensors", tmp_path / "whole.wz", threads=1).read_bytes()
+    monkeypatch.setattr(inputs, "READ_WHOLE", 0)
+    streamed = weightzip.pack(tmp_path / "m.safetensors", tmp_path / "streamed.wz", threads=1).read_bytes()
+    assert whole == streamed
+
+
 @needs_zstd  # the index JSON of members compresses well with zstd only
 def test_packing_saves_bytes_on_many_small_tensors(tmp_path):
     t = small_model()
