@@ -14,11 +14,20 @@ Errors: everything decode() raises for a file it cannot decode is a NcFormatErro
 ValueError); bad inputs to encode() are ValueErrors; existing outputs are never replaced
 without overwrite=True (FileExistsError).
 """
+from typing import Any
+
 from neurocodec.api import decode, decode_file, encode, encode_file, info, list_codecs, load_codec
 from neurocodec.runtime.bitstream import NcFormatError
 from neurocodec.runtime.codec import Codec, DecodeTooLargeError, MissingDependency
 from neurocodec.runtime.registry import CodecNotFound, UnknownCodecId
-from weightzip import __version__
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # one distribution, one version; read lazily (see weightzip._version)
+        import weightzip
+        return weightzip.__version__
+    raise AttributeError(f"module 'neurocodec' has no attribute {name!r}")
+
 
 __all__ = ["Codec", "CodecNotFound", "DecodeTooLargeError", "MissingDependency", "NcFormatError", "UnknownCodecId",
            "__version__", "decode", "decode_file", "encode", "encode_file", "info", "list_codecs", "load_codec"]

@@ -9,11 +9,20 @@
 Importing weightzip never imports torch; torch is loaded only when a torch checkpoint or
 framework="torch" is asked for.
 """
-from ._version import __version__ as __version__
+from typing import Any
+
 from .api import WzFile, compress, decompress, load, open, pack, save, unpack
 from .errors import ChecksumError, FormatError, RefError
 from .inspect import info, verify
 
-__all__ = ["pack", "unpack", "save", "load", "open", "compress", "decompress", "info", "verify",
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # lazy: importlib.metadata costs ~0.1 s of every import
+        from ._version import version
+        return version()
+    raise AttributeError(f"module 'weightzip' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "pack", "unpack", "save", "load", "open", "compress", "decompress", "info", "verify",
            "WzFile", "FormatError", "ChecksumError", "RefError"]
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import numpy as np
-from tqdm import tqdm
 
 from . import _C, inputs, refs, torch_io
 from .atomic import atomic_folder, atomic_path  # noqa: F401  (atomic_path: re-exported)
@@ -24,9 +23,25 @@ PathLike = Union[str, os.PathLike]  # runtime alias: no `|` (Python 3.9)
 PROGRESS_MIN = 64 << 20  # show a progress bar from this many bytes on
 
 
+class _NoBar:
+    """What _bar returns when nothing is shown: tqdm (and the ~60 ms of importlib.metadata it
+    imports) is loaded only for a bar someone will see."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+
 def _bar(total: int, desc: str, progress: bool | None):
-    show = total >= PROGRESS_MIN if progress is None else progress
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not show, leave=False)
+    if not (total >= PROGRESS_MIN if progress is None else progress):
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False)
 
 
 def _source_size(src: Path) -> int:

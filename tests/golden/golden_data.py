@@ -317,9 +317,27 @@ def environment() -> dict:
         import torch
 
         env["torch"] = torch.__version__
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # AVX512, AVX2, ...: float kernels
     except ImportError:
         pass
     return env
+
+
+def is_float_decoder(name: str) -> bool:
+    """Golden .nc files whose decoder runs float kernels (the audio codec): their decoded bits
+    may differ between SIMD levels. Image decoders are integer/fixed-point: one record."""
+    return name.startswith("audio")
+
+
+def expected_decoded(entry: dict, written_with: dict) -> dict | None:
+    """What a golden .nc must decode to here. A float decoder's bits follow the CPU's SIMD
+    level (torch's kernels differ between AVX-512 and AVX2), so an entry may hold a record
+    per level besides the one of the machine that wrote the files ("decoded_on"); None when
+    this level has no record (regenerate.py --record-isa adds it)."""
+    cap = environment().get("cpu_capability")
+    if cap is None or cap == written_with.get("cpu_capability", cap):
+        return entry["decoded"]
+    return entry.get("decoded_on", {}).get(cap, entry["decoded"] if not entry.get("float_decoder") else None)
 
 
 def load_manifest() -> dict:

@@ -50,8 +50,9 @@ def wz_entry(name: str, path: Path, tmp: Path) -> dict:
     return e
 
 
-def nc_entry(path: Path, case: dict | None, legacy: str | None = None) -> dict:
-    """legacy: decode-only, with this note (and the case it was fitted from, if any)."""
+def nc_entry(path: Path, case: dict | None, legacy: str | None = None, old: dict | None = None) -> dict:
+    """legacy: decode-only, with this note (and the case it was fitted from, if any). old: the
+    entry recorded before, whose other SIMD levels' records stay while the file is the same."""
     import neurocodec
 
     blob = path.read_bytes()
@@ -61,6 +62,15 @@ def nc_entry(path: Path, case: dict | None, legacy: str | None = None) -> dict:
     else:
         e.update(encode=False, legacy=legacy, **(case or {}))
     e["decoded"] = gd.describe_decoded(neurocodec.decode(blob))
+    if gd.is_float_decoder(path.name):
+        e["float_decoder"] = True
+        if old and old.get("sha256") == e["sha256"]:  # the same file: records of other levels stay
+            on = dict(old.get("decoded_on", {}))
+            cap, then = gd.environment().get("cpu_capability"), gd.load_manifest()["written_with"]["nc"]
+            if cap is not None and cap != then.get("cpu_capability", cap):
+                on[cap], e["decoded"] = e["decoded"], old["decoded"]
+            if on:
+                e["decoded_on"] = on
     return e
 
 
@@ -90,15 +100,40 @@ def retire(names: list[str]) -> int:
     return 0
 
 
+def record_isa() -> int:
+    """Add this SIMD level's decoded records to the .nc entries of float decoders
+    (float_decoder: true), and only them: every other decoder must match its one record."""
+    import torch
+
+    import neurocodec
+
+    torch.set_num_threads(1)
+    man = gd.load_manifest()
+    cap = gd.environment()["cpu_capability"]
+    if cap == man["written_with"]["nc"].get("cpu_capability"):
+        print(f"{cap} is the level the files were written on: nothing to add")
+        return 0
+    for name, e in man["nc"].items():
+        if e.get("float_decoder"):
+            e.setdefault("decoded_on", {})[cap] = gd.describe_decoded(neurocodec.decode((gd.HERE / name).read_bytes()))
+            print(f"recorded {name} on {cap}")
+    gd.MANIFEST.write_text(gd.dump_json(man) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change")
     ap.add_argument("--force", action="store_true", help="rewrite files (and expectations) that changed")
     ap.add_argument("--only", choices=("wz", "nc"), help="only these files")
     ap.add_argument("--retire", nargs="+", metavar="NAME", help="keep these files as decode-only, renamed")
+    ap.add_argument("--record-isa", action="store_true",
+                    help="record what the float decoders' files decode to on this CPU's SIMD level")
     args = ap.parse_args(argv)
     if args.retire:
         return retire(args.retire)
+    if args.record_isa:
+        return record_isa()
 
     old = gd.load_manifest() if gd.MANIFEST.exists() else {}
     man = {"about": "expected contents of the golden files: see README.md",
@@ -153,7 +188,7 @@ def main(argv=None) -> int:
                 update("inputs", key, {**gd.describe(x), **({"sample_rate": sr} if sr else {})})
             for name, case in gd.nc_cases().items():
                 if put(name, gd.make_nc(case)):
-                    update("nc", name, nc_entry(gd.HERE / name, case))
+                    update("nc", name, nc_entry(gd.HERE / name, case, old=man["nc"].get(name)))
             for name, case in gd.FITTED_NC.items():  # written once: the fit is not reproducible
                 if (gd.HERE / name).exists() or put(name, gd.make_nc(case)):
                     if name not in man["nc"]:

@@ -7,6 +7,7 @@ import ast
 import importlib.metadata
 import inspect
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -59,7 +60,21 @@ def test_version_fallback_without_distribution(monkeypatch: pytest.MonkeyPatch) 
     from weightzip import _version
 
     monkeypatch.setattr(_version, "DISTRIBUTION", "neurocodec-no-such-distribution")
-    assert _version._read() == _version.UNKNOWN == "0+unknown"
+    _version.version.cache_clear()
+    try:
+        assert _version.version() == _version.UNKNOWN == "0+unknown"
+    finally:
+        _version.version.cache_clear()
+
+
+def test_import_reads_no_metadata_and_no_progress_bar() -> None:
+    """`import weightzip` (and the quick commands) skip importlib.metadata and tqdm (~0.1 s):
+    __version__ is read on first use and a progress bar is made only when shown."""
+    code = ("import sys, weightzip; assert 'tqdm' not in sys.modules and 'importlib.metadata' not in sys.modules; "
+            "v = weightzip.__version__; import neurocodec; assert neurocodec.__version__ == v; print(v)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() and r.stdout.strip() != "0+unknown"
 
 
 # --------------------------------------------------------------------------- dependencies
