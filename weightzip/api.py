@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import io
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal, Union
 
 import numpy as np
@@ -23,23 +25,11 @@ PathLike = Union[str, os.PathLike]  # runtime alias: no `|` (Python 3.9)
 PROGRESS_MIN = 64 << 20  # show a progress bar from this many bytes on
 
 
-class _NoBar:
-    """What _bar returns when nothing is shown: tqdm (and the ~60 ms of importlib.metadata it
-    imports) is loaded only for a bar someone will see."""
-
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int = 1) -> None:
-        return None
-
-
 def _bar(total: int, desc: str, progress: bool | None):
+    """A tqdm bar, or a stand-in when nothing is shown: tqdm (and the ~60 ms of
+    importlib.metadata it imports) is loaded only for a bar someone will see."""
     if not (total >= PROGRESS_MIN if progress is None else progress):
-        return _NoBar()
+        return contextlib.nullcontext(SimpleNamespace(update=lambda n: None))
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False)
 
