@@ -159,9 +159,10 @@ def test_unknown_codec_id_is_a_format_error(tiny, tmp_path):
 
 def _decode_caught_writing(tiny_audio: str, tmp_path: Path) -> tuple[subprocess.Popen, list[str], dict]:
     """Start `neurocodec decode` of 4 minutes of audio; return once its temporary output exists."""
-    src = tmp_path / "long.wav"
-    sf.write(str(src), tone(16000, 240.0), 16000)
-    nc = neurocodec.encode_file(src, codec=tiny_audio)
+    src, nc = tmp_path / "long.wav", tmp_path / "long.nc"
+    if not nc.exists():  # a retry reuses them
+        sf.write(str(src), tone(16000, 240.0), 16000)
+        nc = neurocodec.encode_file(src, codec=tiny_audio)
     env = {k: v for k, v in os.environ.items() if k != "NEUROCODEC_PATH"}
     env.update(PYTHONPATH=str(REPO), NEUROCODEC_PATH=str(Path(tiny_audio).parent))
     argv = [sys.executable, "-m", "neurocodec", "decode", str(nc), "-q"]
@@ -174,18 +175,28 @@ def _decode_caught_writing(tiny_audio: str, tmp_path: Path) -> tuple[subprocess.
     return p, argv, env
 
 
+def _signalled_while_writing(tiny_audio: str, tmp_path: Path, sig: int) -> tuple[subprocess.Popen, str, list, dict]:
+    """Send sig to a decode caught writing its temporary output. The decode may still finish
+    (and rename) before the signal lands: then the run is discarded and tried again."""
+    for _ in range(5):
+        p, argv, env = _decode_caught_writing(tiny_audio, tmp_path)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+        if p.returncode != 0:
+            return p, err, argv, env
+        (tmp_path / "long.decoded.wav").unlink()  # finished first: a complete output, no temporary
+    pytest.fail("the decode finished before the signal landed in 5 tries")
+
+
 def test_sigterm_during_audio_decode_leaves_no_temporary(tiny_audio, tmp_path):
-    p, _, _ = _decode_caught_writing(tiny_audio, tmp_path)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=120)
+    p, err, _, _ = _signalled_while_writing(tiny_audio, tmp_path, signal.SIGTERM)
     assert p.returncode == 143, err
     assert sorted(x.name for x in tmp_path.iterdir()) == ["long.nc", "long.wav"]
 
 
 def test_kill_9_leftover_is_removed_by_the_next_decode(tiny_audio, tmp_path):
-    p, argv, env = _decode_caught_writing(tiny_audio, tmp_path)
-    p.kill()
-    p.communicate(timeout=60)
+    p, _, argv, env = _signalled_while_writing(tiny_audio, tmp_path, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL
     assert len(list(tmp_path.glob(".*.tmp"))) == 1  # SIGKILL cannot be caught...
     r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
