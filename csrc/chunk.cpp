@@ -91,7 +91,14 @@ Method detail::code_stream(const uint8_t* x, size_t n, const rans::Stats& st, co
   // rANS pays when it saves at least 0.2% (default) / 3% (fast): otherwise the stream is
   // near-random mantissa and storing it raw keeps decoding at memcpy speed.
   const size_t keep = size_t((spec.level == kFast ? 0.97 : 0.998) * double(n));
-  if (rans_encode(x, n, st, side, s.cand, keep, &est)) {
+  // An order-0 model does not code below the order-0 entropy, and its lanes' final states
+  // cost at least 16 bits each beyond it (states live in [2^16, 2^32)), plus the header.
+  // Where that is already more than rANS may cost (near-random mantissa bytes, and any small
+  // stream without much skew), its model search (~10 us of table pricing a stream: most of a
+  // small chunk's time) cannot win. Context models (large streams) can, so they still try.
+  const double floor_bytes = h * double(n) / 8 + 2 * rans::kLanes + 6;
+  const bool hopeless = st.family == rans::Family::kNone && floor_bytes >= double(keep);
+  if (!hopeless && rans_encode(x, n, st, side, s.cand, keep, &est)) {
     best.swap(s.cand);
     best_size = best.size();
     method = Method::kRans;
