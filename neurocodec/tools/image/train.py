@@ -21,6 +21,7 @@ import torch
 
 from neurocodec.runtime.image.io import list_images, read_image
 from neurocodec.runtime.image.models import ImageCodecModel, ImageModelConfig
+from neurocodec.runtime.precision import bf16_native  # noqa: F401  (re-exported: train.bf16_native)
 from neurocodec.runtime.registry import build_model
 from neurocodec.tools.trainer import Run, TrainTask, fit, open_run, split_options
 
@@ -81,15 +82,6 @@ def _flag(key: str, value) -> bool:
     elif isinstance(value, (bool, int)) and value in (0, 1):
         return bool(value)
     raise ValueError(f"--{key.replace('_', '-')}: bad value {value!r} (true or false)")
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether the device computes bfloat16 convolutions natively (else bf16 is emulated, slow)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
