@@ -81,8 +81,10 @@ def fit_name(preset: str, image: str, quality: int) -> str:
     return f"{preset}{iters}_{Path(image).stem}_q{quality}.nc"
 
 
-def _fit_job(path: str, quality: int, preset: str, nc_path: str, threads: int) -> dict[str, Any]:
-    """Worker: fit one image and write its .nc atomically, with statistics."""
+def _fit_job(path: str, quality: int, preset: str, nc_path: str, threads: int,
+             time_budget: float | None = None) -> dict[str, Any]:
+    """Worker: fit one image and write its .nc atomically, with statistics (also the GPU
+    kit's, bench/gpu/coolchic_fits.py; time_budget: its dry runs)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -92,9 +94,10 @@ def _fit_job(path: str, quality: int, preset: str, nc_path: str, threads: int) -
     img = load_images(Path(path).parent, None)
     arr = next(a for n, a in img if n == Path(path).name)
     t0, c0 = time.perf_counter(), time.process_time()
-    data = codec.encode(arr, quality=quality, preset=preset)
+    data = codec.encode(arr, quality=quality, preset=preset, time_budget=time_budget)
     # CPU seconds too: the wall time counts waits when other work shares (or pauses) the machine
-    stats = {"encode_s": time.perf_counter() - t0, "encode_cpu_s": time.process_time() - c0, **codec.last_stats}
+    stats = {"encode_s": time.perf_counter() - t0, "encode_cpu_s": time.process_time() - c0, **codec.last_stats,
+             "device": "cuda" if torch.cuda.is_available() else "cpu"}
     tmp = Path(nc_path + ".tmp")
     tmp.write_bytes(data)
     Path(nc_path + ".json").write_text(json.dumps(json_safe(stats)))
@@ -127,7 +130,9 @@ def fit_row(nc: Path, name: str, img: np.ndarray, preset: str, quality: int) -> 
     info = api.info(data)
     prov = provenance()
     return {"codec": f"coolchic-{preset}", "quality": quality, "image": name, **row,
-            "enc_ms": 1e3 * stats.get("encode_cpu_s", stats["encode_s"]),  # CPU when recorded
+            # CPU time of a CPU fit (wall time counts waits on a shared machine), wall time of a GPU one
+            "enc_ms": 1e3 * (stats["encode_s"] if stats.get("device") == "cuda" else
+                             stats.get("encode_cpu_s", stats["encode_s"])), "fit_device": stats.get("device", "cpu"),
             "enc_wall_ms": 1e3 * stats["encode_s"], "dec_ms": 1e3 * statistics.median(times),
             "iterations": stats["iterations"], "mac_per_pixel": info["mac_per_pixel"],
             "decoder_params": info["decoder_params"], "nc_bytes": len(data),
@@ -179,7 +184,7 @@ def decode_rows(args: argparse.Namespace, work: Path, images: list[tuple[str, np
                 elif key in ledger:  # JSON keeps NaN (e.g. MS-SSIM of a small image) as null
                     rows.append({**{k: float("nan") if v is None else v for k, v in ledger[key].items()},
                                  "source": "from ledger"})
-    if rows and not args.report_only:
+    if rows:
         save_ledger(args.ledger, ledger)
     return rows
 
@@ -204,18 +209,19 @@ def render_markdown(p: dict[str, Any]) -> list[str]:
            f"- images: {', '.join(p['images'])}; codec.json digest {p['config_digest']}",
            f"- fits: {p['sources'].get('decoded here', 0)} decoded in this run, "
            f"{p['sources'].get('from ledger', 0)} from the ledger `{p['ledger']}` (measured when fitted, in an "
-           "earlier session whose work folder is gone; each row names its git sha, date and .nc sha256)", "",
+           "earlier session whose work folder is gone; each row names its git sha, date and .nc sha256); "
+           f"fitted on {p['fit_devices']} (encode time: CPU seconds of a CPU fit, wall seconds of a GPU one)", "",
            "PSNR-RGB is the mean of per-image PSNR; bpp the mean of whole-file bpp (the .nc header included). "
            "BD-rate: % rate change at equal PSNR against the reference curve (negative = fewer bits).", ""]
     for codec, c in p["curves"].items():
         if not codec.startswith("coolchic"):
             continue
         out += [f"## {codec}", ""]
-        rows = [[q, n, fmt(b, 4), fmt(s, 2), fmt(e / 1e3, 0), fmt(d, 0), fmt(m, 0)]
-                for q, n, b, s, e, d, m in zip(c["quality"], c["n_images"], c["bpp"], c["psnr"], c["enc_ms"],
-                                               c["dec_ms"], c["mac"])]
+        rows = [[q, n, fmt(b, 4), fmt(s, 2), fmt(e / 1e3, 0), fmt(d, 0), fmt(m, 0), fmt(it, 0)]
+                for q, n, b, s, e, d, m, it in zip(c["quality"], c["n_images"], c["bpp"], c["psnr"], c["enc_ms"],
+                                                   c["dec_ms"], c["mac"], c["iterations"])]
         out += md_table(["quality", "images", "bpp", "PSNR dB", "encode s/image (CPU of 1 thread)",
-                         "decode ms (1 thread)", "MAC/px"], rows)
+                         "decode ms (1 thread)", "MAC/px", "iterations (warm-up included)"], rows)
         target = TARGETS.get(codec.split("-", 1)[1])
         if target:
             got = p["bd_rate_pct"][codec]["same_run"].get(target)
@@ -271,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = json_safe({**provenance(), "args": display_args(args), "images": [n for n, _ in images],
                          "config_digest": work.name, "curves": curves, "ledger": display_path(args.ledger),
                          "sources": dict(Counter(r["source"] for r in rows if "source" in r)), "bd_rate_pct": bd,
+                         "fit_devices": dict(Counter(r.get("fit_device", "cpu") for r in rows if "source" in r)),
                          "rd_png": display_path(rd_png), "per_image": rows,
                          "anchors_json": display_path(json_path) if json_path else None})
     write_reports(args.out, "coolchic", payload, render_markdown(payload))
