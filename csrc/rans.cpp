@@ -164,8 +164,8 @@ bool encode(const uint8_t* in, size_t n, const uint8_t* side, const Model& m, By
   // Reused per thread: steady-state encoding allocates nothing. One spare slot in front
   // takes the dummy store of the last symbol.
   thread_local std::vector<uint16_t> words;
-  if (words.size() < n + 1) words.resize(n + 1);
-  uint16_t* const end = words.data() + n + 1;
+  if (words.size() < n + 1 + kEncodeSlack) words.resize(n + 1 + kEncodeSlack);
+  uint16_t* const end = words.data() + n + 1 + kEncodeSlack;
   uint32_t x[kLanes];
   for (auto& v : x) v = kL;
   // Symbols are encoded in reverse so that the decoder reads forward. The SIMD encoder,

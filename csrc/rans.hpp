@@ -111,6 +111,9 @@ struct EncTable {
   int window = -1;
 };
 constexpr int kWindow = 64;
+// Words below the encoder's final position that a SIMD encoder may overwrite with scratch
+// (the AVX2 one stores 8 words ending at its position, however few it sheds).
+constexpr size_t kEncodeSlack = 8;
 // Encode the whole groups in[0, n) (n a multiple of kLanes) backwards into the words ending
 // at ptr (which must have room for n more) and the states x; returns the new ptr.
 using EncodeKernel = uint16_t* (*)(const EncTable& t, const uint8_t* in, size_t n,

@@ -1,5 +1,5 @@
 // SIMD rANS coders: decoders for AVX-512 (16 states per vector) and AVX2 (8 per vector),
-// an encoder for AVX-512. They are compiled per function and picked at run time, so the
+// encoders for both. They are compiled per function and picked at run time, so the
 // library still runs on any x86-64 (and builds elsewhere, scalar only); their output is
 // identical to the scalar code's.
 //
@@ -251,6 +251,103 @@ __attribute__((target("avx512f,avx512bw,avx512vl,popcnt"))) uint16_t* encode_avx
   return ptr;
 }
 
+// AVX2 encoder: as encode_avx512 with 8 lanes per vector (four per group, lanes 24..31
+// first), a gather per vector (no window), the quotient from two 4-lane double divisions, and
+// the shed words packed by a shuffle looked up by the lane mask. The packed words are stored
+// right-aligned as 16 bytes ending at ptr, so up to 7 words below the new ptr get scratch
+// values that later stores overwrite (the buffer has room for them: rans.cpp kEncodeSlack).
+struct Pack {
+  alignas(16) uint8_t shuf[256][16];
+  Pack() {
+    for (int m = 0; m < 256; ++m) {
+      const int cnt = __builtin_popcount(unsigned(m));
+      for (int b = 0; b < 16; ++b) shuf[m][b] = 0x80;  // zero
+      for (int j = 0, k = 8 - cnt; j < 8; ++j)
+        if ((m >> j) & 1) {
+          shuf[m][2 * k] = uint8_t(2 * j);
+          shuf[m][2 * k + 1] = uint8_t(2 * j + 1);
+          ++k;
+        }
+    }
+  }
+};
+const Pack kPack;
+
+__attribute__((target("avx2"))) inline __m128i div_avx2_half(__m256d a, __m256d b) {
+  return _mm256_cvttpd_epi32(_mm256_div_pd(a, b));
+}
+
+// unsigned 32-bit lanes to doubles (AVX2 converts signed ones)
+__attribute__((target("avx2"))) inline __m256d u32_pd(__m128i v) {
+  const __m128i flip = _mm_set1_epi32(int(0x80000000u));
+  return _mm256_add_pd(_mm256_cvtepi32_pd(_mm_xor_si128(v, flip)), _mm256_set1_pd(2147483648.0));
+}
+
+template <Source S>
+__attribute__((target("avx2,popcnt"))) uint16_t* encode_avx2(const EncTable& t, const uint8_t* in,
+                                                              size_t n, const uint8_t* side,
+                                                              uint16_t* ptr, uint32_t* xs) {
+  const int* tab = reinterpret_cast<const int*>(t.fs);
+  const __m256i lo16 = _mm256_set1_epi32(0xffff), M = _mm256_set1_epi32(1 << t.scale);
+  const __m128i top = _mm_cvtsi32_si128(32 - t.scale);
+  const __m128i cmask = _mm_set1_epi8(char(t.ctx.mask)), cbase = _mm_set1_epi8(char(t.ctx.base));
+  const __m128i cmax = _mm_set1_epi8(char(t.ctx.n - 1));
+  // the low 16 bits of each 32-bit lane, gathered into the low 64 bits of each 128-bit half
+  const __m256i low_words = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                                             0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  __m256i x[4];
+  for (int v = 0; v < 4; ++v) x[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + 8 * v));
+  for (size_t g = n; g > 0;) {
+    g -= kLanes;
+    const int gctx = S == Source::kPos ? t.ctx.of(t.ctx.pos_ref(g)) : 0;
+    for (int v = 3; v >= 0; --v) {
+      const uint8_t* p = in + g + 8 * v;
+      __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+      if constexpr (S == Source::kPrev || S == Source::kSide) {
+        __m128i c = _mm_setzero_si128();  // the first group's kPrev references are 0
+        const uint8_t* r = S == Source::kSide ? side + g + 8 * v : g ? p - kLanes : nullptr;
+        if (r) c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(r));
+        c = _mm_min_epu8(_mm_subs_epu8(_mm_and_si128(c, cmask), cbase), cmax);
+        idx = _mm256_or_si256(idx, _mm256_slli_epi32(_mm256_cvtepu8_epi32(c), 8));
+      }
+      if constexpr (S == Source::kPos) idx = _mm256_or_si256(idx, _mm256_set1_epi32(gctx << 8));
+      const __m256i e = _mm256_i32gather_epi32(tab, idx, 4);
+      const __m256i freq = _mm256_and_si256(e, lo16);
+      // x >> (32 - scale) < 2^15 and freq < 2^16: a signed compare is exact
+      const __m256i keep = _mm256_cmpgt_epi32(freq, _mm256_srl_epi32(x[v], top));
+      const unsigned out = ~unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(keep))) & 0xff;
+      const unsigned cnt = unsigned(_mm_popcnt_u32(out));
+      const __m256i w = _mm256_shuffle_epi8(x[v], low_words);
+      const __m128i words = _mm_unpacklo_epi64(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+      const __m128i packed =
+          _mm_shuffle_epi8(words, _mm_load_si128(reinterpret_cast<const __m128i*>(kPack.shuf[out])));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ptr - 8), packed);
+      ptr -= cnt;
+      const __m256i xv = _mm256_blendv_epi8(_mm256_srli_epi32(x[v], 16), x[v], keep);
+      const __m256d fl = _mm256_cvtepi32_pd(_mm256_castsi256_si128(freq));
+      const __m256d fh = _mm256_cvtepi32_pd(_mm256_extracti128_si256(freq, 1));
+      const __m128i ql = div_avx2_half(u32_pd(_mm256_castsi256_si128(xv)), fl);
+      const __m128i qh = div_avx2_half(u32_pd(_mm256_extracti128_si256(xv, 1)), fh);
+      const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(ql), qh, 1);
+      x[v] = _mm256_add_epi32(_mm256_add_epi32(xv, _mm256_srli_epi32(e, 16)),
+                              _mm256_mullo_epi32(q, _mm256_sub_epi32(M, freq)));
+    }
+  }
+  for (int v = 0; v < 4; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(xs + 8 * v), x[v]);
+  return ptr;
+}
+
+uint16_t* encode_avx2_any(const EncTable& t, const uint8_t* in, size_t n, const uint8_t* side,
+                          uint16_t* ptr, uint32_t* x) {
+  switch (t.ctx.src) {
+    case Source::kNone: return encode_avx2<Source::kNone>(t, in, n, side, ptr, x);
+    case Source::kPrev: return encode_avx2<Source::kPrev>(t, in, n, side, ptr, x);
+    case Source::kSide: return encode_avx2<Source::kSide>(t, in, n, side, ptr, x);
+    case Source::kPos: return encode_avx2<Source::kPos>(t, in, n, side, ptr, x);
+  }
+  return ptr;
+}
+
 // Per-source dispatch; calls across target attributes cannot be inlined anyway.
 size_t decode_avx2(State& s, uint8_t* out, size_t count, const uint8_t* side) {
   if (s.sym) return groups_avx2<Source::kNone, true>(s, out, count, side);
@@ -306,7 +403,10 @@ GroupKernel simd_kernel() {
   return level == 2 ? decode_avx512 : level == 1 ? decode_avx2 : nullptr;
 }
 
-EncodeKernel simd_encoder() { return simd_level() == 2 ? encode_avx512_any : nullptr; }
+EncodeKernel simd_encoder() {
+  const int level = simd_level();
+  return level == 2 ? encode_avx512_any : level == 1 ? encode_avx2_any : nullptr;
+}
 
 }  // namespace wz::rans
 
