@@ -73,11 +73,15 @@ def _weightzip_version() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
+    cpu, simd = "unknown", "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):  # the SIMD level decides which coder paths run
+                flags = set(line.split(":", 1)[1].split())
+                simd = "AVX-512" + (" BF16" if "avx512_bf16" in flags else "") if "avx512bw" in flags else \
+                    "AVX2" if "avx2" in flags else "SSE"
                 break
     except OSError:
         pass
@@ -89,7 +93,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     info: dict[str, Any] = {
-        "cpu_model": cpu, "cores": os.cpu_count(), "ram_gb": round(ram_gb, 1),
+        "cpu_model": cpu, "simd": simd, "cores": os.cpu_count(), "ram_gb": round(ram_gb, 1),
         "platform": platform.platform(), "python": platform.python_version(),
         "numpy": np.__version__, "zipnn": _version("zipnn"), "zstandard": _version("zstandard"),
         "torch": _version("torch"), "weightzip": _weightzip_version(),
@@ -117,7 +121,8 @@ def provenance_md(prov: dict[str, Any]) -> list[str]:
         f"- git: `{prov['git_sha']}`",
         f"- command: `{prov['command']}`",
         f"- date: {prov['date']}",
-        f"- machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['platform']}",
+        f"- machine: {m['cpu_model']} ({m.get('simd', '?')}), {m['cores']} cores, {m['ram_gb']} GB RAM, "
+        f"{m['platform']}",
         f"- versions: python {m['python']}, numpy {m['numpy']}, zipnn {m['zipnn']}, "
         f"zstandard {m['zstandard']} (libzstd {m.get('libzstd', '?')}), torch {m['torch']}, "
         f"weightzip {m['weightzip']}",
