@@ -320,3 +320,25 @@ def test_slabs_from_file_reads_ahead_exactly_and_fails_cleanly():
     first = bytes(next(g))
     g.close()  # abandoned: the read in flight (if any) is finished or cancelled, no thread left
     assert first == data[:10_000] and f.tell() in (10_000, 20_000)
+
+
+@pytest.mark.parametrize("level", ["fast", "default"])
+def test_small_chunks_code_skewed_streams_and_store_random_ones(level):
+    """A 4 KiB FP32 chunk: the exponent plane (skewed) is rANS-coded, the two low mantissa
+    planes (random) stay raw; random bytes are stored whole. The encoder skips rANS's model
+    search where the order-0 floor rules it out (chunk.cpp): this pins where that floor lies."""
+    from weightzip import _C
+    from weightzip.dtypes import BY_NAME
+    from weightzip.levels import LEVELS as CODES
+
+    f32 = BY_NAME["F32"]
+    w = (np.random.default_rng(1).standard_normal(1024) * 0.02).astype(np.float32)
+    payload, _ = _C.encode_chunks(w.view(np.uint8), 4, f32.transform, 1 << 20, CODES[level], 0, 1)
+    methods = bytes(payload[:4])
+    assert methods[0] == 2 and methods[2] == methods[3] == 0, methods  # rans; raw, raw
+    noise = np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8)
+    payload, _ = _C.encode_chunks(noise, 4, f32.transform, 1 << 20, CODES[level], 0, 1)
+    assert payload[0] == 0xFF and len(payload) == 4097
+    for data in (w.view(np.uint8), noise):
+        out = weightzip.decompress(weightzip.compress(data.view(np.float32), level=level))
+        assert raw(out) == raw(data.view(np.float32))
