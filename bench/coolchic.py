@@ -105,6 +105,11 @@ def _fit_job(path: str, quality: int, preset: str, nc_path: str, threads: int,
     return stats
 
 
+def ledger_key(work: Path, preset: str, image: str, quality: int) -> str:
+    """A fit's ledger entry: the config digest (work's name) and the fit's file name."""
+    return f"{work.name}/{fit_name(preset, image, quality)}"
+
+
 def load_ledger(path: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -148,7 +153,7 @@ def run_fits(args: argparse.Namespace, images: list[tuple[str, np.ndarray]], pre
     arrays = dict(images)
     # image-major: after a partial run whole curves exist for some images (per-image BD-rates)
     todo = [(n, q, p) for p in presets for n in arrays for q in qualities
-            if not (work / fit_name(p, n, q)).exists() and f"{work.name}/{fit_name(p, n, q)}" not in ledger]
+            if not (work / fit_name(p, n, q)).exists() and ledger_key(work, p, n, q) not in ledger]
     if args.report_only or not todo:
         return work
     from tqdm import tqdm
@@ -160,7 +165,7 @@ def run_fits(args: argparse.Namespace, images: list[tuple[str, np.ndarray]], pre
         for f in as_completed(futs):
             n, q, p = futs[f]
             st = f.result()
-            ledger[f"{work.name}/{fit_name(p, n, q)}"] = fit_row(work / fit_name(p, n, q), n, arrays[n], p, q)
+            ledger[ledger_key(work, p, n, q)] = fit_row(work / fit_name(p, n, q), n, arrays[n], p, q)
             save_ledger(args.ledger, ledger)
             bar.write(f"{p} {n} q{q}: {st['encode_s']:.0f} s wall, {st['encode_cpu_s']:.0f} s CPU, "
                       f"{st['iterations']} iterations")
@@ -177,7 +182,7 @@ def decode_rows(args: argparse.Namespace, work: Path, images: list[tuple[str, np
     for p in presets:
         for q in qualities:
             for name, img in images:
-                key, nc = f"{work.name}/{fit_name(p, name, q)}", work / fit_name(p, name, q)
+                key, nc = ledger_key(work, p, name, q), work / fit_name(p, name, q)
                 if nc.exists():
                     ledger[key] = fit_row(nc, name, img, p, q)
                     rows.append({**ledger[key], "source": "decoded here"})

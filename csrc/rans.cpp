@@ -162,7 +162,7 @@ bool encode(const uint8_t* in, size_t n, const uint8_t* side, const Model& m, By
   put_model(m, out);
   const size_t header = out.size() + 4 * kLanes;
   // Reused per thread: steady-state encoding allocates nothing. One spare slot in front
-  // takes the dummy store of the last symbol.
+  // takes the dummy store of the last symbol, kEncodeSlack more the AVX2 encoder's scratch.
   thread_local std::vector<uint16_t> words;
   if (words.size() < n + 1 + kEncodeSlack) words.resize(n + 1 + kEncodeSlack);
   uint16_t* const end = words.data() + n + 1 + kEncodeSlack;

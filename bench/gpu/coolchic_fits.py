@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench._common import RESULTS_DIR  # noqa: E402
-from bench.coolchic import DEFAULT_IMAGES, _fit_job, config_digest, fit_name, load_ledger  # noqa: E402
+from bench.coolchic import DEFAULT_IMAGES, _fit_job, config_digest, fit_name, ledger_key, load_ledger  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ledger = load_ledger(args.ledger)  # fits measured in earlier sessions (committed): not again
     todo = [(n, int(q)) for n in names for q in args.qualities.split(",")
             if not (work / fit_name(args.preset, n, int(q))).exists()
-            and f"{work.name}/{fit_name(args.preset, n, int(q))}" not in ledger]
+            and ledger_key(work, args.preset, n, int(q)) not in ledger]
     print(f"{len(todo)} {args.preset} fits into {work}, {args.jobs} at a time on {args.device}", flush=True)
     longest, done, log = 0.0, 0, []
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:

@@ -21,7 +21,7 @@ import torch
 
 from neurocodec.runtime.image.io import list_images, read_image
 from neurocodec.runtime.image.models import ImageCodecModel, ImageModelConfig
-from neurocodec.runtime.precision import bf16_native  # noqa: F401  (re-exported: train.bf16_native)
+from neurocodec.runtime.precision import bf16_native
 from neurocodec.runtime.registry import build_model
 from neurocodec.tools.trainer import Run, TrainTask, fit, open_run, split_options
 
