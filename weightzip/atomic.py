@@ -3,9 +3,12 @@ and nothing the user already has is replaced unless they asked for it.
 
 - The work goes to a hidden sibling, `.NAME.~PID.RAND.tmp`, renamed over NAME at the end. The
   sibling is created before the work starts, so a read-only or missing folder fails at once.
-- SIGTERM is turned into an exception while an output is open, so the sibling is removed on
-  SIGTERM and Ctrl-C as on any error. A `kill -9` cannot be caught: the next run on the same
-  output removes siblings whose process is gone (the PID in the name says whose it was).
+- Open siblings are listed in a registry. SIGTERM removes them and then ends the process as the
+  default action would (the CLIs exit with 143). The handler does not raise: an exception
+  raised from a signal handler while C++ code runs Python (an extension module's import, say)
+  cannot unwind through it and aborts the process instead. Ctrl-C and errors remove the
+  sibling in `finally`. A `kill -9` cannot be caught: the next run on the same output removes
+  siblings whose process is gone (the PID in the name says whose it was).
 - Errors name the user's path, never the hidden sibling.
 """
 from __future__ import annotations
@@ -26,18 +29,43 @@ TMP_SUFFIX = ".tmp"
 LEGACY_STALE_S = 3600  # siblings of the previous naming carry no PID: removed after an hour
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived while an output was being written (exit status 143)."""
+_OPEN: dict[Path, None] = {}  # hidden siblings being written, in any thread (dict ops are atomic)
+
+
+def remove_open_siblings() -> None:
+    """Remove every hidden sibling still being written (called on SIGTERM, then the process ends)."""
+    for _ in range(3):  # another thread may add or drop one while we copy
+        try:
+            open_now = tuple(_OPEN)
+            break
+        except RuntimeError:
+            continue
+    else:
+        return
+    for tmp in open_now:
+        _remove(tmp)
+
+
+def _remove(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif os.path.lexists(tmp):
+        try:
+            tmp.unlink()
+        except FileNotFoundError:  # the SIGTERM handler got there first
+            pass
 
 
 def _on_sigterm(signum, frame):  # noqa: ARG001
-    raise Terminated()
+    remove_open_siblings()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)  # the default action: the process ends, by SIGTERM
 
 
 @contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Inside the block, SIGTERM raises Terminated (so `finally` clauses run), if the
-    process had the default handler and this is the main thread; otherwise a no-op."""
+def _sigterm_removes_siblings() -> Iterator[None]:
+    """Inside the block, SIGTERM removes the open siblings before the process ends, if the
+    process had the default handler and this is the main thread (a CLI installs its own)."""
     main = threading.current_thread() is threading.main_thread()
     if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
@@ -139,17 +167,16 @@ def user_error(e: OSError, tmp: Path, dst: Path) -> OSError:
 @contextmanager
 def _cleanup(tmp: Path, dst: Path) -> Iterator[None]:
     """Errors name dst; the hidden sibling never outlives the block (errors, Ctrl-C, SIGTERM)."""
-    with sigterm_raises():
+    with _sigterm_removes_siblings():
+        _OPEN[tmp] = None
         try:
             try:
                 yield
             except OSError as e:
                 raise user_error(e, tmp, dst) from None
         finally:
-            if tmp.is_dir() and not tmp.is_symlink():
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif os.path.lexists(tmp):
-                tmp.unlink()
+            _OPEN.pop(tmp, None)
+            _remove(tmp)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import sys
 import warnings
 from typing import Callable
 
-from .atomic import Terminated
+from .atomic import remove_open_siblings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
@@ -75,7 +75,11 @@ def run(prog: str, command: Callable[[], int], errors: tuple[type[BaseException]
     debug = os.environ.get(f"{prog.upper()}_DEBUG") == "1"
 
     def on_term(signum, frame):  # noqa: ARG001
-        raise Terminated()
+        # No exception: one raised here inside C++ that runs Python (a nanobind module's
+        # import) cannot unwind and aborts. Remove the temporaries and leave at once instead.
+        remove_open_siblings()
+        os.write(2, f"{prog}: terminated\n".encode())
+        os._exit(EXIT_TERMINATED)
 
     main = threading_main()
     previous = signal.signal(signal.SIGTERM, on_term) if main else None
@@ -88,9 +92,6 @@ def run(prog: str, command: Callable[[], int], errors: tuple[type[BaseException]
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Terminated:
-        print(f"{prog}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
     except BrokenPipeError:  # output piped into e.g. `head`: not an error
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

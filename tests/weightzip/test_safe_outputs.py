@@ -223,6 +223,48 @@ def test_signals_remove_the_temporary(tmp_path, sig, status):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["big.safetensors"]
 
 
+_SELF_TERM = """
+import os, signal, sys, threading, time
+from weightzip.atomic import atomic_path
+from weightzip.clitools import run
+
+def write():
+    with atomic_path(sys.argv[1]) as tmp:
+        tmp.write_bytes(b"partial")
+        print("writing", flush=True)
+        time.sleep(60)
+
+def command():
+    {call}
+    return 0
+
+{entry}
+"""
+
+
+@pytest.mark.parametrize("mode", ["cli", "cli-worker-thread", "library"])
+def test_sigterm_removes_open_temporaries_without_raising(tmp_path, mode):
+    """The SIGTERM handler removes the open hidden siblings, wherever they are being written
+    (another thread too), then ends the process: 143 and one line under a CLI, death by SIGTERM
+    in a library caller. It never raises, so it cannot abort inside an extension's C++."""
+    call = ("t = threading.Thread(target=write, daemon=True); t.start(); time.sleep(60)"
+            if mode == "cli-worker-thread" else "write()")
+    entry = "write()" if mode == "library" else "sys.exit(run('weightzip', command, (OSError,)))"
+    code = _SELF_TERM.format(call=call, entry=entry)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out.bin")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline() == "writing\n"
+    assert len(hidden_temps(tmp_path)) == 1
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    if mode == "library":
+        assert p.returncode == -signal.SIGTERM, err
+    else:
+        assert (p.returncode, err) == (143, "weightzip: terminated\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_kill_9_leftover_is_removed_by_the_next_run(tmp_path):
     src = tmp_path / "big.safetensors"
     _big_float_file(src, 24)
