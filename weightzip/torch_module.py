@@ -152,19 +152,25 @@ def _eligible(p: torch.nn.Parameter | None) -> bool:
 
 
 def compress_module(module: torch.nn.Module, mantissa_bits: int | None = None, threads: int = 1,
-                    calibrate: Callable[[torch.nn.Module], Any] | None = None) -> torch.nn.Module:
+                    calibrate: Callable[[torch.nn.Module], Any] | None = None,
+                    correct_drift: bool = False) -> torch.nn.Module:
     """Code every float parameter (≥ MIN_NUMEL elements) of module in place; returns module.
     mantissa_bits=None is lossless; an int keeps that many mantissa bits (inference).
     calibrate (with mantissa_bits): a function that runs module on sample inputs, e.g.
     `lambda m: m(**batch)`; nn.Linear weights are then rounded to keep the layers' outputs on
-    them (torch_rounding.py, GPTQ) rather than each weight to its nearest value."""
+    them (torch_rounding.py, GPTQ) rather than each weight to its nearest value.
+    correct_drift (with calibrate): each layer also undoes the error of the layers before it
+    (aims at the original model's outputs); helps deep plain stacks, hurts models with residual
+    connections (torch_rounding.py), and costs a second calibration run per layer."""
     if any(hasattr(m, "_wz_coded") for m in module.modules()):
         raise ValueError("this module is compressed already (decompress_module first)")
     if calibrate is not None and mantissa_bits is None:
         raise ValueError("calibrate applies to lossy coding only: give mantissa_bits too")
     units = _units(module)
+    if correct_drift and calibrate is None:
+        raise ValueError("correct_drift needs calibrate")
     rounded = {} if calibrate is None else calibrated_weights(units, module, calibrate, int(mantissa_bits),  # type: ignore[arg-type]
-                                                               _eligible)
+                                                               _eligible, correct_drift)
     coded: dict[int, CodedTensor | cuda_lanes.LanesTensor] = {}  # by Parameter: tied parameters are coded once
     for unit, owners in units:
         st = _Coded(mantissa_bits, threads)

@@ -1,6 +1,7 @@
 """Calibrated lossy rounding (weightzip/torch_rounding.py): GPTQ on the float grid keeps every
 weight on the k-bit grid and at one of its two neighbours, lowers the error of the outputs on
-held-out inputs from the calibration's distribution, and leaves the module untouched on error."""
+held-out inputs from the calibration's distribution, and leaves the module untouched on error;
+`correct_drift` aims each layer at the original model's outputs, so errors stop adding up."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import weightzip.torch as wzt  # noqa: E402
 from weightzip.torch_module import round_mantissa  # noqa: E402
-from weightzip.torch_rounding import float_grid, round_gptq  # noqa: E402
+from weightzip.torch_rounding import corrected_target, float_grid, round_gptq  # noqa: E402
 
 
 def correlated_inputs(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -106,3 +107,58 @@ def test_layers_the_calibration_never_calls_are_rounded_to_nearest():
     wzt.compress_module(m, mantissa_bits=3, calibrate=lambda mm: mm[:5](torch.randn(16, 96)))
     wzt.decompress_module(m)
     assert torch.equal(m.unused.weight, want)
+
+
+def deep_stack(dtype, layers: int = 12, dim: int = 64):
+    torch.manual_seed(0)
+    blocks = [m for _ in range(layers) for m in (torch.nn.Linear(dim, dim, bias=False), torch.nn.GELU())]
+    return torch.nn.Sequential(*blocks).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_correct_drift_stops_the_error_adding_up_in_a_deep_plain_stack(dtype):
+    cal = torch.randn(4096, 64, generator=torch.Generator().manual_seed(1)).to(dtype)
+    held_out = torch.randn(512, 64, generator=torch.Generator().manual_seed(2)).to(dtype)
+    with torch.no_grad():
+        ref = deep_stack(dtype)(held_out)
+    errs, sizes = {}, {}
+    for drift in (False, True):
+        m = deep_stack(dtype)
+        wzt.compress_module(m, mantissa_bits=3, calibrate=lambda mm: mm(cal), correct_drift=drift)
+        with torch.no_grad():
+            errs[drift] = rel(m(held_out), ref)
+        sizes[drift] = wzt.coded_bytes(m)
+        wzt.decompress_module(m)
+        assert all(torch.equal(round_mantissa(p, 3), p) for p in m.parameters())  # still on the grid
+    assert errs[True] < 0.75 * errs[False], errs  # measured: 0.024 against 0.043 (BF16)
+    assert abs(sizes[True] - sizes[False]) < 0.05 * sizes[False]
+
+
+def test_corrected_target_fits_the_original_outputs_from_the_drifted_inputs():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(16, 32, generator=g) * 0.2
+    x = torch.randn(2000, 32, generator=g).double()  # [tokens, in], the original model's inputs
+    drifted = x @ (torch.eye(32) + 0.05 * torch.randn(32, 32, generator=g)).double()  # x' = x A
+    target = corrected_target(w, drifted.T @ drifted, (x - drifted).T @ drifted, 1e-6)
+
+    def miss(v):
+        return (x @ w.double().T - drifted @ v.double().T).norm().item()
+
+    assert miss(target) < 1e-3 * miss(w)  # a linear drift is undone exactly
+    assert torch.allclose(corrected_target(w, x.T @ x, torch.zeros(32, 32).double(), 0.01), w)  # no drift
+
+
+def test_correct_drift_needs_calibrate_and_falls_back_when_the_runs_do_not_pair():
+    m = net(torch.float32)
+    with pytest.raises(ValueError, match="calibrate"):
+        wzt.compress_module(m, mantissa_bits=3, correct_drift=True)
+    a, b = correlated_inputs(64, 96, 1), correlated_inputs(48, 96, 2)
+    feeds = iter([a, b] * 10)  # with drift: the original run sees a, the rounded run b: no pairs
+
+    wzt.compress_module(m, mantissa_bits=3, calibrate=lambda mm: mm(next(feeds)), correct_drift=True)
+    wzt.decompress_module(m)
+    plain = net(torch.float32)
+    wzt.compress_module(plain, mantissa_bits=3, calibrate=lambda mm: mm(b))  # plain GPTQ on b
+    wzt.decompress_module(plain)
+    for (n, p), q in zip(m.named_parameters(), plain.parameters()):
+        assert torch.equal(p, q), n
