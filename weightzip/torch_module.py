@@ -160,8 +160,8 @@ def compress_module(module: torch.nn.Module, mantissa_bits: int | None = None, t
     `lambda m: m(**batch)`; nn.Linear weights are then rounded to keep the layers' outputs on
     them (torch_rounding.py, GPTQ) rather than each weight to its nearest value.
     correct_drift (with calibrate): each layer also undoes the error of the layers before it
-    (aims at the original model's outputs); helps deep plain stacks, hurts models with residual
-    connections (torch_rounding.py), and costs a second calibration run per layer."""
+    (aims at the original model's outputs); helps deep plain stacks, hurts MiniLM
+    (torch_rounding.py), and costs a second calibration run per layer."""
     if any(hasattr(m, "_wz_coded") for m in module.modules()):
         raise ValueError("this module is compressed already (decompress_module first)")
     if calibrate is not None and mantissa_bits is None:
