@@ -122,7 +122,7 @@ def plot(runs: dict[str, list[dict[str, float]]], path: Path) -> None:
         for ax, key in zip(axes, ("snr_db", "mel")):
             ax.plot([p["minutes"] for p in pts], [p[key] for p in pts], marker="o", label=name)
     for ax, label in zip(axes, ("validation SNR at 8 stages (dB)", "validation mel loss at 8 stages")):
-        ax.set_xlabel("training minutes (one core each)")
+        ax.set_xlabel("training minutes (wall; variants trained side by side)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend()
@@ -135,7 +135,8 @@ def plot(runs: dict[str, list[dict[str, float]]], path: Path) -> None:
 def render(p: dict[str, Any]) -> list[str]:
     lines = ["# Audio loss ablation at equal training time (issue 15)", "", *provenance_md(p),
              f"- each variant: {p['minutes']} min from the shipped `audio-rvq` weights, lr {p['lr']}, "
-             f"batch {p['batch']}, {p['threads']} torch thread(s), {p['jobs']} at a time",
+             f"batch {p['batch']}, {p['threads']} torch thread(s) each, {p['jobs']} at a time on "
+             f"{p['machine']['cores']} cores",
              f"- scored on {p['eval_files']} files of `speech/test` at {p['stages']} RVQ stages "
              "(6 kbps nominal, before entropy coding)", ""]
     lines += md_table(["variant", "loss terms added", "steps", "SI-SDR dB", "PESQ-WB", "STOI", "mel dist"],
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--minutes", type=float, default=15.0, help="training minutes per variant")
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=4, help="variants trained side by side (all at once: equal shares)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate (cosine to 0.1x)")
     ap.add_argument("--batch", type=int, default=16)
