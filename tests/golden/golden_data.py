@@ -318,9 +318,32 @@ def environment() -> dict:
 
         env["torch"] = torch.__version__
         env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # AVX512, AVX2, ...: float kernels
+        env["cpu_vendor"] = cpu_vendor()
     except ImportError:
         pass
     return env
+
+
+def cpu_vendor() -> str:
+    """GenuineIntel, AuthenticAMD... (/proc/cpuinfo's vendor_id; the platform's processor name
+    elsewhere): MKL and oneDNN pick other float kernels per vendor at the same SIMD level."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def float_platform(env: dict) -> str | None:
+    """What a float decoder's bits follow: the SIMD level and the CPU vendor ("AVX512/GenuineIntel";
+    an AMD AVX-512 machine decodes the audio golden files to other bits than an Intel one)."""
+    cap = env.get("cpu_capability")
+    return None if cap is None else f"{cap}/{env.get('cpu_vendor', 'unknown')}"
 
 
 def is_float_decoder(name: str) -> bool:
@@ -330,14 +353,15 @@ def is_float_decoder(name: str) -> bool:
 
 
 def expected_decoded(entry: dict, written_with: dict) -> dict | None:
-    """What a golden .nc must decode to here. A float decoder's bits follow the CPU's SIMD
-    level (torch's kernels differ between AVX-512 and AVX2), so an entry may hold a record
-    per level besides the one of the machine that wrote the files ("decoded_on"); None when
-    this level has no record (regenerate.py --record-isa adds it)."""
-    cap = environment().get("cpu_capability")
-    if cap is None or cap == written_with.get("cpu_capability", cap):
+    """What a golden .nc must decode to here. A float decoder's bits follow the CPU (torch's
+    kernels differ between AVX-512 and AVX2, and between vendors: float_platform), so its entry
+    may hold a record per platform besides the one of the machine that wrote the files
+    ("decoded_on"); None when this platform has no record (regenerate.py --record-isa adds it).
+    Every other decoder has its one record."""
+    here = float_platform(environment())
+    if not entry.get("float_decoder") or here is None or here == float_platform(written_with):
         return entry["decoded"]
-    return entry.get("decoded_on", {}).get(cap, entry["decoded"] if not entry.get("float_decoder") else None)
+    return entry.get("decoded_on", {}).get(here)
 
 
 def load_manifest() -> dict:

@@ -66,9 +66,9 @@ def nc_entry(path: Path, case: dict | None, legacy: str | None = None, old: dict
         e["float_decoder"] = True
         if old and old.get("sha256") == e["sha256"]:  # the same file: records of other levels stay
             on = dict(old.get("decoded_on", {}))
-            cap, then = gd.environment().get("cpu_capability"), gd.load_manifest()["written_with"]["nc"]
-            if cap is not None and cap != then.get("cpu_capability", cap):
-                on[cap], e["decoded"] = e["decoded"], old["decoded"]
+            here = gd.float_platform(gd.environment())
+            if here is not None and here != gd.float_platform(gd.load_manifest()["written_with"]["nc"]):
+                on[here], e["decoded"] = e["decoded"], old["decoded"]
             if on:
                 e["decoded_on"] = on
     return e
@@ -101,22 +101,23 @@ def retire(names: list[str]) -> int:
 
 
 def record_isa() -> int:
-    """Add this SIMD level's decoded records to the .nc entries of float decoders
-    (float_decoder: true), and only them: every other decoder must match its one record."""
+    """Add this platform's (SIMD level and CPU vendor: gd.float_platform) decoded records to the
+    .nc entries of float decoders (float_decoder: true), and only them: every other decoder must
+    match its one record."""
     import torch
 
     import neurocodec
 
     torch.set_num_threads(1)
     man = gd.load_manifest()
-    cap = gd.environment()["cpu_capability"]
-    if cap == man["written_with"]["nc"].get("cpu_capability"):
-        print(f"{cap} is the level the files were written on: nothing to add")
+    here = gd.float_platform(gd.environment())
+    if here == gd.float_platform(man["written_with"]["nc"]):
+        print(f"{here} is the platform the files were written on: nothing to add")
         return 0
     for name, e in man["nc"].items():
         if e.get("float_decoder"):
-            e.setdefault("decoded_on", {})[cap] = gd.describe_decoded(neurocodec.decode((gd.HERE / name).read_bytes()))
-            print(f"recorded {name} on {cap}")
+            e.setdefault("decoded_on", {})[here] = gd.describe_decoded(neurocodec.decode((gd.HERE / name).read_bytes()))
+            print(f"recorded {name} on {here}")
     gd.MANIFEST.write_text(gd.dump_json(man) + "\n")
     return 0
 
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("wz", "nc"), help="only these files")
     ap.add_argument("--retire", nargs="+", metavar="NAME", help="keep these files as decode-only, renamed")
     ap.add_argument("--record-isa", action="store_true",
-                    help="record what the float decoders' files decode to on this CPU's SIMD level")
+                    help="record what the float decoders' files decode to on this CPU (SIMD level and vendor)")
     args = ap.parse_args(argv)
     if args.retire:
         return retire(args.retire)

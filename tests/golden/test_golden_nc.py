@@ -79,9 +79,21 @@ def test_decodes_to_the_recorded_output(name):
     want = gd.expected_decoded(NC[name], MANIFEST["written_with"]["nc"])
     if want is None:
         pytest.skip(f"{name}: a float decoder, recorded on {sorted(NC[name].get('decoded_on', {}))} and "
-                    f"{MANIFEST['written_with']['nc'].get('cpu_capability')}, not on this CPU's "
-                    f"{gd.environment().get('cpu_capability')} (tests/golden/regenerate.py --record-isa)")
+                    f"{gd.float_platform(MANIFEST['written_with']['nc'])}, not on this CPU's "
+                    f"{gd.float_platform(gd.environment())} (tests/golden/regenerate.py --record-isa)")
     assert gd.describe_decoded(out) == want, decoded_mismatch(name, out)
+
+
+def test_float_records_are_per_simd_level_and_vendor(monkeypatch):
+    written = {"cpu_capability": "AVX512", "cpu_vendor": "AuthenticAMD"}
+    entry = {"decoded": "amd512", "float_decoder": True, "decoded_on": {"AVX2/AuthenticAMD": "amd2"}}
+    for env, want in [({"cpu_capability": "AVX512", "cpu_vendor": "AuthenticAMD"}, "amd512"),
+                      ({"cpu_capability": "AVX2", "cpu_vendor": "AuthenticAMD"}, "amd2"),
+                      ({"cpu_capability": "AVX512", "cpu_vendor": "GenuineIntel"}, None),  # not recorded: skip
+                      ({}, "amd512")]:  # no torch: the written record
+        monkeypatch.setattr(gd, "environment", lambda env=env: env)
+        assert gd.expected_decoded(entry, written) == want, env
+        assert gd.expected_decoded({**entry, "float_decoder": False}, written) == "amd512"  # one record
 
 
 @pytest.mark.parametrize("name", [n for n in NC if NC[n]["encode"]])
