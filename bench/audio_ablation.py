@@ -45,7 +45,7 @@ VARIANTS: dict[str, dict[str, float]] = {
 METRICS = ("si_sdr", "pesq_wb", "stoi", "mel")
 
 
-def _train(name: str, opts: dict[str, Any], threads: int) -> str:
+def _train(opts: dict[str, Any], threads: int) -> str:
     """One variant's run (in a spawned process); returns its checkpoint."""
     import torch
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
               "device": "cpu"}
     t0 = time.time()
     with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as ex:
-        futures = {n: ex.submit(_train, n, {**common, **VARIANTS[n], "out": str(a.work / n)}, a.threads)
+        futures = {n: ex.submit(_train, {**common, **VARIANTS[n], "out": str(a.work / n)}, a.threads)
                    for n in names}
         ckpts = {n: Path(f.result()) for n, f in futures.items()}
     print(f"trained {len(names)} variants in {(time.time() - t0) / 60:.1f} min; scoring {len(test)} files")
