@@ -77,6 +77,38 @@ py::tuple py_encode_chunks(py::buffer data, int itemsize, int transform,
   return py::make_tuple(to_numpy(std::move(enc.payload), enc.size), table);
 }
 
+// Many entries in one call: entry i is parts[i] (a buffer), coded with row i of specs, a
+// uint64[n, 3] of itemsize, transform, row -> (payload, table) as encode_chunks returns them,
+// all chunks in order (chunks.hpp's encode_segments).
+py::tuple py_encode_segments(const py::sequence& parts,
+                             py::array_t<uint64_t, py::array::c_style | py::array::forcecast> specs,
+                             int level, uint64_t chunk_bytes, int threads) {
+  const size_t n = size_t(py::len(parts));
+  if (specs.ndim() != 2 || specs.shape(1) != 3 || size_t(specs.shape(0)) != n)
+    throw std::invalid_argument("specs must be (len(parts), 3)");
+  const uint64_t* sp = specs.data();
+  std::vector<py::buffer_info> infos;
+  std::vector<Segment> segs;
+  infos.reserve(n);
+  segs.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    infos.push_back(parts[i].cast<py::buffer>().request());
+    const View v = contiguous(infos.back(), "part");
+    if (sp[3 * i] > 16 || sp[3 * i + 1] > 255 || sp[3 * i + 2] > UINT32_MAX)
+      throw std::invalid_argument("bad segment spec");
+    segs.push_back({v.ptr, v.size, int(sp[3 * i]), int(sp[3 * i + 1]), uint32_t(sp[3 * i + 2])});
+  }
+  EncodedChunks enc;
+  {
+    py::gil_scoped_release nogil;
+    enc = wz::encode_segments(segs.data(), n, level, chunk_bytes, threads);
+  }
+  const size_t k = enc.table.size();
+  py::array_t<uint64_t> table({py::ssize_t(k), py::ssize_t(3)});
+  if (k) std::memcpy(table.mutable_data(), enc.table.data(), k * sizeof(ChunkEntry));
+  return py::make_tuple(to_numpy(std::move(enc.payload), enc.size), table);
+}
+
 // table: uint64[n, 4] = offset into payload, csize, rsize, checksum; see chunks.hpp.
 void py_decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_style> table,
                       int itemsize, int transform, py::buffer out, int threads, bool verify,
@@ -561,6 +593,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("transform"), py::arg("chunk_bytes"), py::arg("level"), py::arg("row") = 0,
         py::arg("threads") = 0, py::arg("force_method") = -1, py::arg("ref") = py::none(),
         py::arg("predictor") = -1);
+  m.def("encode_segments", &py_encode_segments, py::arg("parts"), py::arg("specs"), py::arg("level"),
+        py::arg("chunk_bytes"), py::arg("threads") = 0);
   m.def("decode_chunks", &py_decode_chunks, py::arg("payload"), py::arg("table"),
         py::arg("itemsize"), py::arg("transform"), py::arg("out"), py::arg("threads") = 0,
         py::arg("verify") = true, py::arg("ref") = py::none());

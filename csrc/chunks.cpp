@@ -56,35 +56,76 @@ ChunkSpec make_spec(int itemsize, int transform, int level, uint32_t row, int fo
   return spec;
 }
 
-EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& spec,
-                            uint64_t chunk_bytes, int threads, const uint8_t* ref,
-                            size_t ref_size) {
-  const bool aligned = ref && ref_size == size;
-  const uint64_t itemsize = uint64_t(spec.itemsize);
-  if (chunk_bytes == 0 || chunk_bytes > kMaxChunkBytes || chunk_bytes % itemsize)
-    throw std::invalid_argument("chunk_bytes must be a positive multiple of the item size");
-  if (size % itemsize) throw std::invalid_argument("data is not whole elements");
-  const size_t nchunks = (size + chunk_bytes - 1) / chunk_bytes;
+namespace {
+
+// One chunk to code: its raw bytes and the spec of the entry it belongs to.
+struct ChunkJob {
+  const uint8_t* data;
+  size_t len;
+  const ChunkSpec* spec;
+};
+
+// Code jobs into one buffer with up to threads workers; code(i, out, scratch) codes job i at
+// out and returns its size (at most chunk_bound). The output does not depend on threads.
+template <class Code>
+EncodedChunks encode_jobs(const std::vector<ChunkJob>& jobs, int threads, Code code) {
+  const size_t n = jobs.size();
   EncodedChunks r;
-  r.table.resize(nchunks);
+  r.table.resize(n);
   ChunkEntry* tab = r.table.data();
   // Chunks are coded straight into one buffer: no per-chunk allocations, no zero-filled
   // pages. One worker writes them back to back; several write each at the offset its bound
   // allows, and the chunks are packed together afterwards.
-  std::vector<size_t> at(nchunks + 1, 0);
-  for (size_t i = 0; i < nchunks; ++i)
-    at[i + 1] = at[i] + chunk_bound(std::min<size_t>(chunk_bytes, size - i * chunk_bytes), spec);
-  MallocBytes buf(alloc_output(at[nchunks]));
+  std::vector<size_t> at(n + 1, 0);
+  for (size_t i = 0; i < n; ++i) at[i + 1] = at[i] + chunk_bound(jobs[i].len, *jobs[i].spec);
+  MallocBytes buf(alloc_output(at[n]));
   if (!buf) throw std::bad_alloc();
   size_t total = 0;
   const int nw = resolve_threads(threads);
-  const bool serial = std::min(size_t(nw), nchunks) <= 1;  // parallel_for runs in order
+  const bool serial = std::min(size_t(nw), n) <= 1;  // parallel_for runs in order
   std::vector<Scratch> scratch(size_t(std::max(1, nw)));
-  parallel_for(nchunks, threads, [&](size_t i, int w) {
-    const size_t off = i * chunk_bytes;
-    const size_t len = std::min<size_t>(chunk_bytes, size - off);
-    uint8_t* out = buf.get() + (serial ? total : at[i]);
-    Scratch& sc = worker_scratch(scratch, w);
+  parallel_for(n, threads, [&](size_t i, int w) {
+    const ChunkJob& j = jobs[i];
+    const size_t csize = code(i, buf.get() + (serial ? total : at[i]), worker_scratch(scratch, w));
+    if (serial) total += csize;
+    tab[i] = {csize, j.len, chunk_checksum(j.data, j.len)};
+  });
+  for (size_t i = 0; i < n && !serial; ++i) {
+    std::memmove(buf.get() + total, buf.get() + at[i], tab[i].csize);
+    total += tab[i].csize;
+  }
+  // Give back what the bounds reserved beyond the coded size (a failed shrink keeps it).
+  uint8_t* p = buf.release();
+  if (auto* q = static_cast<uint8_t*>(std::realloc(p, std::max<size_t>(total, 1)))) p = q;
+  r.payload.reset(p);
+  r.size = total;
+  return r;
+}
+
+void check_chunk_bytes(uint64_t chunk_bytes, uint64_t itemsize) {
+  if (chunk_bytes == 0 || chunk_bytes > kMaxChunkBytes || chunk_bytes % itemsize)
+    throw std::invalid_argument("chunk_bytes must be a positive multiple of the item size");
+}
+
+// Append the chunks of data[0, size) to jobs.
+void split_chunks(const uint8_t* data, size_t size, const ChunkSpec* spec, uint64_t chunk_bytes,
+                  std::vector<ChunkJob>& jobs) {
+  for (size_t off = 0; off < size; off += chunk_bytes)
+    jobs.push_back({data + off, std::min<size_t>(chunk_bytes, size - off), spec});
+}
+
+}  // namespace
+
+EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& spec,
+                            uint64_t chunk_bytes, int threads, const uint8_t* ref,
+                            size_t ref_size) {
+  const bool aligned = ref && ref_size == size;
+  check_chunk_bytes(chunk_bytes, uint64_t(spec.itemsize));
+  if (size % uint64_t(spec.itemsize)) throw std::invalid_argument("data is not whole elements");
+  std::vector<ChunkJob> jobs;
+  split_chunks(data, size, &spec, chunk_bytes, jobs);
+  return encode_jobs(jobs, threads, [&](size_t i, uint8_t* out, Scratch& sc) {
+    const size_t off = i * chunk_bytes, len = jobs[i].len;
     size_t csize = encode_chunk(data + off, len, spec, out, sc, aligned ? ref + off : nullptr);
     if (ref && !aligned && spec.force_method < 0 && spec.predictor != 0) {
       sc.block.resize(csize);  // the independent form, kept unless the dictionary beats it
@@ -96,19 +137,25 @@ EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& s
         std::memcpy(out, sc.block.data(), csize);
       }
     }
-    if (serial) total += csize;
-    tab[i] = {csize, len, chunk_checksum(data + off, len)};
+    return csize;
   });
-  for (size_t i = 0; i < nchunks && !serial; ++i) {
-    std::memmove(buf.get() + total, buf.get() + at[i], tab[i].csize);
-    total += tab[i].csize;
+}
+
+EncodedChunks encode_segments(const Segment* segs, size_t n, int level, uint64_t chunk_bytes,
+                              int threads) {
+  std::vector<ChunkSpec> specs;
+  specs.reserve(n);  // jobs point into it
+  std::vector<ChunkJob> jobs;
+  for (size_t s = 0; s < n; ++s) {
+    const Segment& g = segs[s];
+    specs.push_back(make_spec(g.itemsize, g.transform, level, g.row));
+    check_chunk_bytes(chunk_bytes, uint64_t(g.itemsize));
+    if (g.nbytes % size_t(g.itemsize)) throw std::invalid_argument("segment is not whole elements");
+    split_chunks(g.data, g.nbytes, &specs.back(), chunk_bytes, jobs);
   }
-  // Give back what the bounds reserved beyond the coded size (a failed shrink keeps it).
-  uint8_t* p = buf.release();
-  if (auto* q = static_cast<uint8_t*>(std::realloc(p, std::max<size_t>(total, 1)))) p = q;
-  r.payload.reset(p);
-  r.size = total;
-  return r;
+  return encode_jobs(jobs, threads, [&](size_t i, uint8_t* out, Scratch& sc) {
+    return encode_chunk(jobs[i].data, jobs[i].len, *jobs[i].spec, out, sc, nullptr);
+  });
 }
 
 void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,

@@ -63,6 +63,23 @@ EncodedChunks encode_chunks(const uint8_t* data, size_t size, const ChunkSpec& s
                             uint64_t chunk_bytes, int threads, const uint8_t* ref = nullptr,
                             size_t ref_size = 0);
 
+// One entry of a batch: nbytes at data, coded as encode_chunks codes a whole entry (its own
+// chunks, the last may be shorter).
+struct Segment {
+  const uint8_t* data;
+  size_t nbytes;
+  int itemsize, transform;
+  uint32_t row;
+};
+
+// Encode many entries in one call (a file of small tensors: one thread pool, one buffer):
+// the chunks of segs[0], then those of segs[1], ..., as encode_chunks would code each (no
+// reference) at this level, with up to threads workers over all of them. Throws
+// std::invalid_argument for a segment that is not whole elements, and as make_spec and
+// encode_chunks do. The output does not depend on threads.
+EncodedChunks encode_segments(const Segment* segs, size_t n, int level, uint64_t chunk_bytes,
+                              int threads);
+
 // Lossy: every chunk of a float entry becomes a quantised chunk (0xFD + lossy payload) whose
 // elements are within q.bound of data (pred: the reference's reconstruction, size bytes, or
 // null), or is stored raw when that is smaller. recon (size bytes) receives what decoding

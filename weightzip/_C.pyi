@@ -47,6 +47,20 @@ def encode_chunks(
     predictor: _Int = -1,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64]]: ...
 
+# (payload, table) = encode_segments(...): many entries in one call. Entry i is parts[i] (whole
+# elements), coded as encode_chunks(parts[i], itemsize, transform, chunk_bytes, level, row)
+# would code it, with specs[i] = (itemsize, transform, row) (uint64[len(parts), 3]); the table
+# holds every entry's chunks in order. The parts are read with the GIL released: they must not
+# change during the call. ValueError for a part that is not whole elements or a bad spec;
+# otherwise as encode_chunks.
+def encode_segments(
+    parts: Sequence[_Buffer],
+    specs: npt.ArrayLike,
+    level: _Int,
+    chunk_bytes: _Int,
+    threads: _Int = 0,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64]]: ...
+
 # Decodes the chunks `table` describes into `out` (writable; its size must be the sum of the
 # rsizes), chunk after chunk, with up to `threads` workers. table: uint64[n, 4] with columns
 # offset into `payload`, csize, rsize, checksum (other integer arrays and Fortran order are

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from . import _C
+from .batch import BATCH_ITEM, BatchWriter
 from .dtypes import BY_NAME, DType, by_name
 from .errors import ChecksumError, FormatError, RefError
 from .index import MAX_CHUNK_BYTES, MAX_DIMS, Entry, RefId, load_index  # noqa: F401  (re-exported)
@@ -70,7 +71,7 @@ def _threads(threads: int | None) -> int:
     return 0 if check_threads(threads) is None else int(threads)
 
 
-class Writer(PackWriter, WriteBehind):
+class Writer(PackWriter, BatchWriter, WriteBehind):
     """Streams entries into a .wz file. Call finish() once; nothing is valid before that.
 
     With `ref` (a refs.RefSource: an earlier .wz of the same model), tensors and blobs that
@@ -95,15 +96,22 @@ class Writer(PackWriter, WriteBehind):
         self.keep: dict[int, np.ndarray] | None = None  # set to {} to keep each tensor's decoded bytes
         self.last_recon: np.ndarray | None = None  # the last tensor's reconstruction, if it was lossy
         self._start_packs(pack_small)
+        self._start_batch()
         self._start_writes()
         if level != "fast":
             note_no_zstd()
         f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
 
     def _encode(self, slabs: Iterable[memoryview], dt: DType, row: int,
-                ref: Iterator[memoryview] | np.ndarray | None = None) -> tuple[int, int, int]:
+                ref: Iterator[memoryview] | np.ndarray | None = None,
+                nbytes: int | None = None) -> tuple[int, int, int]:
         """ref: the reference entry's slabs (coded chunk by chunk against them), or its whole
-        bytes as a zstd dictionary (an array; a blob of one chunk whose size changed)."""
+        bytes as a zstd dictionary (an array; a blob of one chunk whose size changed). An entry
+        of known size (nbytes) up to batch.BATCH_ITEM without ref joins the batch (batch.py)."""
+        if ref is None and nbytes is not None and nbytes <= BATCH_ITEM:
+            first, count, n = self._queue(slabs, dt, row)
+            self.on_bytes(n)
+            return first, count, n
         first, nbytes = self.nchunks, 0
         feed = Feed(ref) if ref is not None and not isinstance(ref, np.ndarray) else None
         for slab in slabs:
@@ -115,13 +123,18 @@ class Writer(PackWriter, WriteBehind):
         return first, self.nchunks - first, nbytes
 
     def _append(self, payload: np.ndarray, tab: np.ndarray) -> None:
+        """Write chunks coded on their own (after the batch's, which come first in the file)."""
+        self._flush_batch()
+        self._write_chunks(payload, tab)
+        self.nchunks += len(tab)
+
+    def _write_chunks(self, payload: np.ndarray, tab: np.ndarray) -> None:
         """Write coded chunks and their table records (csize, checksum)."""
         rec = np.empty(len(tab), CHUNK_RECORD)
         rec["csize"], rec["hash"] = tab[:, 0], tab[:, 2]
         self._write(payload)
         self.pos += payload.size
         self.tables.append(rec)
-        self.nchunks += len(rec)
 
     def add_tensor(self, name: str, dt: DType, shape: tuple[int, ...],
                    slabs: Iterable[memoryview], extra: dict | None = None, lossy_ok: bool = False) -> int:
@@ -147,8 +160,9 @@ class Writer(PackWriter, WriteBehind):
             slabs = slabs_of(memoryview(kept))
         if j is not None:
             extra = {**(extra or {}), "ref": {"entry": j}}
-        first, count, nbytes = self._encode(slabs, dt, row, None if j is None else self.ref.slabs(j))
-        if nbytes != dt.itemsize * math.prod(shape):
+        size = dt.itemsize * math.prod(shape)
+        first, count, nbytes = self._encode(slabs, dt, row, None if j is None else self.ref.slabs(j), size)
+        if nbytes != size:
             raise ValueError(f"tensor {name!r}: data size does not match its shape")
         if len(shape) > MAX_DIMS:
             raise ValueError(f"tensor {name!r}: more than {MAX_DIMS} dimensions")
@@ -186,14 +200,16 @@ class Writer(PackWriter, WriteBehind):
         ordinal = self._blobs[self.file] = self._blobs.get(self.file, -1) + 1
         j = self.ref.match_blob(self.file, ordinal, nbytes, self.chunk_bytes) if self.ref and nbytes else None
         ref = None if j is None else self.ref.slabs(j) if self.ref.nbytes(j) == nbytes else self.ref.whole(j)
-        first, count, n = self._encode(data, BYTES, 0, ref)
+        first, count, n = self._encode(data, BYTES, 0, ref, nbytes)
         self.entries.append(Entry("blob", first, count, n, extra={"ref": {"entry": j}} if j is not None else {}))
         return len(self.entries) - 1
 
     def finish(self, files: list[dict], source: dict, metadata: dict | None = None) -> tuple[int, int]:
         """Write the index and footer; returns the file's identity (index XXH64, size)."""
         self._flush_packs()
+        self._flush_batch()
         self._stop_writes()
+        assert sum(len(t) for t in self.tables) == self.nchunks, "chunks planned and written differ"
         uses_ref = any("ref" in e.extra for e in self.entries)
         v2 = uses_ref or any("lossy" in e.extra for e in self.entries)
         version = 3 if any(e.kind == "pack" for e in self.entries) else 2 if v2 else 1
@@ -373,26 +389,3 @@ class Reader(PackReader):
             self._decode(e, e.first + i, j - i, view, threads, verify)
             yield view
             i = j
-
-    def chunk_methods(self, e: Entry) -> dict[str, int]:
-        """How many streams of this entry each method coded (for `weightzip info`)."""
-        counts: dict[str, int] = {}
-        k = _C.stream_count(self.dtype_of(e).transform, self.dtype_of(e).itemsize)
-        for off in self.offset[e.first:e.first + e.count]:
-            self.f.seek(int(off))
-            head = self.f.read(max(k, 1) + 2)
-            pred = PREDICTORS[head[1]] if head[:1] == b"\xfe" and len(head) > 1 and head[1] < len(PREDICTORS) else None
-            if pred is not None:  # coded against the reference: predictor, then its streams
-                head = head[2:2 + {"sublen": 2, "zstd-dict": 0}.get(pred, k)]
-            if head[:1] == b"\xfd":  # quantised (lossy): flags byte says whether predicted
-                names = ["quantised"] + (["ref:quantised"] if len(head) > 2 and head[2] & 8 else [])
-                for name in names:
-                    counts[name] = counts.get(name, 0) + 1
-                continue
-            names = ["stored"] if head[:1] == b"\xff" else \
-                [METHODS[m & 0x7f] if m & 0x7f < len(METHODS) else "?" for m in head[:k]]
-            if pred is not None:
-                names.append(f"ref:{pred}")
-            for name in names:
-                counts[name] = counts.get(name, 0) + 1
-        return counts

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from . import inputs, refs, zipscan
+from . import _C, inputs, refs, zipscan
 from .api import PathLike, _tensor
-from .container import SLAB_BYTES, Reader
+from .container import METHODS, PREDICTORS, SLAB_BYTES, Entry, Reader
 from .errors import ChecksumError, FormatError
 from .packs import member_of
 
@@ -41,8 +41,8 @@ def info(path: PathLike, verify: bool = True, threads: int | None = None,
                 "kind": e.kind, "dtype": e.dtype, "shape": list(e.shape),
                 "bytes": e.nbytes, "stored": csize,
                 "ratio": csize / e.nbytes if e.nbytes else 1.0,
-                "codecs": {"packed": 1, **r.chunk_methods(r.entries[member_of(e)[0]])} if member_of(e)
-                else r.chunk_methods(e),  # a packed tensor: its pack's streams, and its share of the bytes
+                "codecs": {"packed": 1, **chunk_methods(r, r.entries[member_of(e)[0]])} if member_of(e)
+                else chunk_methods(r, e),  # a packed tensor: its pack's streams, and its share of the bytes
                 "bits_per_weight": 8 * csize / (e.nbytes // r.dtype_of(e).itemsize) if e.nbytes else 0.0,
                 "lossy": e.extra.get("lossy"),
             })
@@ -210,6 +210,30 @@ def _flatten_torch(obj: Any, name: str = "") -> dict[str, Any]:
         for i, v in enumerate(obj):
             out.update(_flatten_torch(v, f"{name}.{i}"))
     return out
+
+
+def chunk_methods(r: Reader, e: Entry) -> dict[str, int]:
+    """How many streams of this entry each method coded (for `weightzip info`)."""
+    counts: dict[str, int] = {}
+    k = _C.stream_count(r.dtype_of(e).transform, r.dtype_of(e).itemsize)
+    for off in r.offset[e.first:e.first + e.count]:
+        r.f.seek(int(off))
+        head = r.f.read(max(k, 1) + 2)
+        pred = PREDICTORS[head[1]] if head[:1] == b"\xfe" and len(head) > 1 and head[1] < len(PREDICTORS) else None
+        if pred is not None:  # coded against the reference: predictor, then its streams
+            head = head[2:2 + {"sublen": 2, "zstd-dict": 0}.get(pred, k)]
+        if head[:1] == b"\xfd":  # quantised (lossy): flags byte says whether predicted
+            names = ["quantised"] + (["ref:quantised"] if len(head) > 2 and head[2] & 8 else [])
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+            continue
+        names = ["stored"] if head[:1] == b"\xff" else \
+            [METHODS[m & 0x7f] if m & 0x7f < len(METHODS) else "?" for m in head[:k]]
+        if pred is not None:
+            names.append(f"ref:{pred}")
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 __all__ = ["info", "verify", "FormatError"]

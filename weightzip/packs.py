@@ -60,7 +60,7 @@ class PackWriter:
 
     def _flush_pack(self, key: str) -> None:
         p = self._pending.pop(key)
-        first, count, n = self._encode([memoryview(b"".join(p.parts))], p.dt, 0)
+        first, count, n = self._encode([b"".join(p.parts)], p.dt, 0, nbytes=p.used)
         pi = len(self.entries)
         self.entries.append(Entry("pack", first, count, n, dtype=p.dt.name))
         for m in p.members:

@@ -64,7 +64,14 @@ def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterato
     if isinstance(f, MemFile):
         yield from slabs_of(f.view(nbytes), size)
         return
-    bufs = [np.empty(min(size, nbytes), np.uint8)]
+    if nbytes <= size:  # one slab: a bytes object of its own, which a batch keeps without a copy
+        data = f.read(nbytes) if nbytes else b""
+        if len(data) != nbytes:
+            raise FormatError("input file is shorter than its header says")
+        if nbytes:
+            yield memoryview(data)
+        return
+    bufs = [np.empty(size, np.uint8)]
 
     def read(i: int, n: int) -> memoryview:
         view = memoryview(bufs[i])[:n]
@@ -72,10 +79,6 @@ def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterato
             raise FormatError("input file is shorter than its header says")
         return view
 
-    if nbytes <= size:  # one slab: nothing to read ahead
-        if nbytes:
-            yield read(0, nbytes)
-        return
     bufs.append(np.empty(size, np.uint8))
     pool = ThreadPoolExecutor(1, thread_name_prefix="wz-read")
     pending: Future | None = None

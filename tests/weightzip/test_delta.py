@@ -14,6 +14,7 @@ import weightzip
 from weightzip import _C
 from weightzip import container as wzc
 from weightzip.errors import FormatError, RefError
+from weightzip.inspect import chunk_methods
 
 st = pytest.importorskip("safetensors.numpy")
 SERIES = SHARED_DATA / "weights" / "lora_roberta-base_agnews_series"
@@ -111,7 +112,7 @@ def test_hf_folder_roundtrip(tmp_path):
         parts = {fd["path"]: fd["parts"] for fd in r.files}
         assert r.entries[parts["config.json"][0]].ref_entry is not None
         assert r.entries[parts["sub/tokenizer.json"][0]].ref_entry is not None
-        assert r.chunk_methods(r.entries[parts["sub/tokenizer.json"][0]]) == {"ref:zstd-dict": 1}
+        assert chunk_methods(r, r.entries[parts["sub/tokenizer.json"][0]]) == {"ref:zstd-dict": 1}
     out = weightzip.unpack(delta, tmp_path / "out")
     assert tree_hashes(out) == tree_hashes(tmp_path / "m1")
 
