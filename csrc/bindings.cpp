@@ -133,6 +133,22 @@ void py_decode_chunks(py::buffer payload, py::array_t<uint64_t, py::array::c_sty
                     threads, verify, rv.ptr, rv.size);
 }
 
+// table: uint64[n, 7] = offset into payload, csize, rsize, checksum, offset in out, itemsize,
+// transform; see chunks.hpp's decode_segments.
+void py_decode_segments(py::buffer payload, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> table,
+                        py::buffer out, int threads, bool verify) {
+  if (table.ndim() != 2 || table.shape(1) != py::ssize_t(kSegmentColumns))
+    throw std::invalid_argument("table must be (n, 7)");
+  py::buffer_info pin = payload.request();
+  const View src = contiguous(pin, "payload");
+  py::buffer_info oinfo = out.request(true);
+  const View dst = contiguous(oinfo, "out");
+  const uint64_t* tab = table.data();
+  const size_t n = size_t(table.shape(0));
+  py::gil_scoped_release nogil;
+  wz::decode_segments(src.ptr, src.size, tab, n, const_cast<uint8_t*>(dst.ptr), dst.size, threads, verify);
+}
+
 template <class T>
 py::array_t<T> vec_to_numpy(const std::vector<T>& v) {
   return py::array_t<T>(py::ssize_t(v.size()), v.data());
@@ -598,6 +614,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("decode_chunks", &py_decode_chunks, py::arg("payload"), py::arg("table"),
         py::arg("itemsize"), py::arg("transform"), py::arg("out"), py::arg("threads") = 0,
         py::arg("verify") = true, py::arg("ref") = py::none());
+  m.def("decode_segments", &py_decode_segments, py::arg("payload"), py::arg("table"), py::arg("out"),
+        py::arg("threads") = 0, py::arg("verify") = true);
   m.def("xxh64", &hash_buffer, py::arg("data"));
   m.def("join_bytes", &join_bytes, py::arg("parts"));
   m.def("lanes_encode", &lanes_encode, py::arg("data"), py::arg("transform"));

@@ -188,4 +188,29 @@ void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, s
   });
 }
 
+
+void decode_segments(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,
+                     uint8_t* out, size_t out_size, int threads, bool verify) {
+  constexpr size_t C = kSegmentColumns;
+  std::vector<ChunkSpec> specs(n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t* row = table + C * i;
+    const uint64_t off = row[0], csize = row[1], rsize = row[2], dst = row[4];
+    if (row[5] == 0 || row[5] > 16 || row[6] > 255) throw FormatError("bad chunk spec");
+    specs[i] = make_spec(int(row[5]), int(row[6]));
+    if (off > size || csize > size - off) throw FormatError("chunk lies outside the file");
+    if (rsize > kMaxChunkBytes || rsize % row[5]) throw FormatError("bad chunk size");
+    if (dst > out_size || rsize > out_size - dst) throw FormatError("chunk lies outside the output");
+  }
+  const int nw = resolve_threads(threads);
+  std::vector<Scratch> scratch(size_t(std::max(1, nw)));
+  parallel_for(n, threads, [&](size_t i, int w) {
+    const uint64_t* row = table + C * i;
+    uint8_t* dst = out + row[4];
+    decode_chunk(payload + row[0], row[1], specs[i], dst, row[2], worker_scratch(scratch, w));
+    if (verify && chunk_checksum(dst, row[2]) != row[3])
+      throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
+  });
+}
+
 }  // namespace wz

@@ -106,4 +106,16 @@ void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, s
                    const ChunkSpec& spec, uint8_t* out, size_t out_size, int threads,
                    bool verify, const uint8_t* ref = nullptr, size_t ref_size = 0);
 
+// Columns of a decode_segments row: a decoding table row's four, then the offset in out of the
+// chunk's bytes, and the itemsize and transform of its entry.
+constexpr size_t kSegmentColumns = 7;
+
+// Decode n chunks of any entries (a whole file: one thread pool, one output buffer): row i of
+// table (n x kSegmentColumns uint64) is decoded into out[dst, dst + rsize) with its own spec.
+// Rows are checked first as decode_chunks checks them, and each must lie inside out
+// (FormatError); with verify, checksums as in decode_chunks. Chunks coded against a reference
+// are a FormatError here. Rows whose bytes overlap in out are the caller's error.
+void decode_segments(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,
+                     uint8_t* out, size_t out_size, int threads, bool verify);
+
 }  // namespace wz

@@ -81,6 +81,19 @@ def decode_chunks(
 ) -> None: ...
 
 # XXH64 (seed 0) of the buffer's bytes.
+# Decodes chunks of any entries into `out` (writable) in one call: table is uint64[n, 7] with
+# columns offset into `payload`, csize, rsize, checksum, offset in `out`, itemsize, transform.
+# Every row is checked first (FormatError: chunk outside the payload or out, bad size or spec);
+# with `verify` each chunk's checksum (ChecksumError). Chunks coded against a reference are a
+# FormatError; rows must not overlap in out.
+def decode_segments(
+    payload: _Buffer,
+    table: npt.ArrayLike,
+    out: _Buffer,
+    threads: _Int = 0,
+    verify: bool = True,
+) -> None: ...
+
 def xxh64(data: _Buffer) -> int: ...
 
 # The parts' bytes back to back in one new bytes object (pages asked for as huge pages).

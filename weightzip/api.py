@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _C, inputs, refs, torch_io
 from .atomic import atomic_folder, atomic_path  # noqa: F401  (atomic_path: re-exported)
+from .batch import write_parts
 from .container import Reader, Writer, check_threads, slabs_of
 from .dtypes import by_name, from_numpy, from_torch
 from .errors import FormatError
@@ -156,7 +157,7 @@ def _unpack(src: Path, r: Reader, dst: PathLike | None, threads: int | None,
             for fd in r.files:
                 out = _safe_join(tmp, fd["path"])
                 out.parent.mkdir(parents=True, exist_ok=True)
-                _write_parts(r, fd["parts"], out, threads, bar)
+                write_parts(r, fd["parts"], out, threads, bar)
         return dst
     with _bar(total, f"unpack {src.name}", progress) as bar, atomic_path(dst, overwrite) as tmp:
         if kind == "torch":
@@ -170,7 +171,7 @@ def _unpack(src: Path, r: Reader, dst: PathLike | None, threads: int | None,
         else:
             if len(r.files) != 1:
                 raise FormatError("corrupt index: expected exactly one file")
-            _write_parts(r, r.files[0]["parts"], tmp, threads, bar)
+            write_parts(r, r.files[0]["parts"], tmp, threads, bar)
     return dst
 
 
@@ -222,27 +223,6 @@ def _safe_join(root: Path, rel: str) -> Path:
     if rel.startswith("/") or ".." in Path(rel).parts or root.resolve() not in out.parents:
         raise FormatError(f"refusing to write outside the output folder: {rel!r}")
     return out
-
-
-def _write_parts(r: Reader, parts: list[int], path: Path, threads, bar) -> None:
-    """Small pieces (packed tensors, headers) are gathered into one buffer: a write call each
-    cost more than decoding them."""
-    small = bytearray()
-    with builtins.open(path, "wb") as out:
-        for idx in parts:
-            for slab in r.iter_entry(idx, threads):
-                bar.update(len(slab))
-                if len(slab) < (1 << 20):
-                    small += slab
-                    if len(small) >= (8 << 20):
-                        out.write(small)
-                        small = bytearray()
-                    continue
-                if small:
-                    out.write(small)
-                    small = bytearray()
-                out.write(slab)
-        out.write(small)
 
 
 def _tensor(r: Reader, idx: int, framework: str, threads: int | None):

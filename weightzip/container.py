@@ -318,6 +318,17 @@ class Reader(PackReader):
     def dtype_of(self, e: Entry) -> DType:
         return BYTES if e.kind == "blob" else by_name(e.dtype)
 
+    def read_range(self, start: int, end: int) -> Any:
+        """The file's bytes [start, end): a view of an in-memory file (decompress), no copy."""
+        if self.mem is not None:
+            payload = self.mem[start:end]
+        else:
+            self.f.seek(start)
+            payload = self.f.read(end - start)
+        if len(payload) != end - start:
+            raise FormatError("truncated weightzip file")
+        return payload
+
     def _decode(self, e: Entry, first: int, count: int, out: memoryview, threads: int | None,
                 verify: bool) -> None:
         if count == 0:
@@ -326,13 +337,7 @@ class Reader(PackReader):
         offs = self.offset[first:first + count]
         rsize = self.rsizes(e)[first - e.first:first - e.first + count]
         start, end = int(offs[0]), int(offs[-1] + rec["csize"][-1])
-        if self.mem is not None:  # an in-memory file (decompress): no copy
-            payload = self.mem[start:end]
-        else:
-            self.f.seek(start)
-            payload = self.f.read(end - start)
-        if len(payload) != end - start:
-            raise FormatError("truncated weightzip file")
+        payload = self.read_range(start, end)
         tab = np.stack([offs - np.uint64(start), rec["csize"].astype(np.uint64), rsize,
                         rec["hash"].astype(np.uint64)], axis=1)
         dt = self.dtype_of(e)

@@ -151,27 +151,28 @@ def check_packs(entries: list[Entry], version: int) -> None:
 
 
 def parse_entry(d: dict, chunk_bytes: int, next_chunk: int, nchunks: int) -> Entry:
-    first, count = (int(x) for x in d["chunks"])
-    nbytes = int(d["nbytes"])
+    first, count = d["chunks"]
+    first, count, nbytes = int(first), int(count), int(d["nbytes"])
     if nbytes < 0:
         raise FormatError("corrupt index (negative size)")
     # Entries tile the chunk table in order; every chunk is full but an entry's last. A packed
     # tensor (extra.in) has no chunks: its bytes are in its pack's.
-    packed = isinstance(d.get("extra"), dict) and "in" in d["extra"]
+    extra = d.get("extra")
+    packed = type(extra) is dict and "in" in extra
     if first != next_chunk or count != (0 if packed else -(-nbytes // chunk_bytes)) or first + count > nchunks:
         raise FormatError("corrupt index (chunk range)")
-    e = Entry(str(d["kind"]), first, count, nbytes, extra=dict(d.get("extra", {})))
+    e = Entry(str(d["kind"]), first, count, nbytes, extra=dict(extra) if "extra" in d else {})
     if e.kind == "tensor":
         e.name, e.dtype = str(d["name"]), str(d["dtype"])
-        e.shape = tuple(int(s) for s in d["shape"])
-        if len(e.shape) > MAX_DIMS:
-            raise FormatError(f"corrupt index (tensor {e.name!r} has {len(e.shape)} dimensions)")
+        shape = e.shape = tuple(map(int, d["shape"]))
+        if len(shape) > MAX_DIMS:
+            raise FormatError(f"corrupt index (tensor {e.name!r} has {len(shape)} dimensions)")
         item = by_name(e.dtype).itemsize  # exact integer products (Python ints), bounded by MAX_DIMS
-        if any(s < 0 for s in e.shape) or item * math.prod(e.shape) != nbytes:
+        if (shape and min(shape) < 0) or item * math.prod(shape) != nbytes:
             raise FormatError(f"corrupt index (tensor {e.name!r} shape/size)")
         # An empty tensor's other dims are unchecked by its size; numpy refuses shapes whose
         # nonzero dims multiply past int64, so such a shape is corrupt, not an empty tensor.
-        if item * math.prod(s for s in e.shape if s) >= 1 << 63:
+        if not nbytes and item * math.prod(s for s in shape if s) >= 1 << 63:
             raise FormatError(f"corrupt index (tensor {e.name!r} shape)")
     elif e.kind == "pack":
         e.dtype = str(d["dtype"])

@@ -112,3 +112,71 @@ def test_queued_slabs_of_reused_buffers_are_copied(tmp_path):
     r = Reader(open(tmp_path / "a.wz", "rb"))
     got = [r.read_entry(r.tensors[f"t{i}"]).tobytes() for i in range(3)]
     assert got == want and r.read_entry(r.tensors["frozen"]).tobytes() == want[0]
+
+
+def test_segments_decode_as_decode_chunks_does():
+    parts, specs = parts_and_specs()
+    cb = 64 << 10
+    payload, tab = _C.encode_segments(parts, specs, LEVELS["default"], cb, 2)
+    rows, at, pos = [], 0, 0
+    for p, s in zip(parts, specs):
+        for k in range(-(-p.size // cb)):
+            n = min(cb, p.size - k * cb)
+            csize, rsize, h = (int(v) for v in tab[len(rows)])
+            assert rsize == n
+            rows.append([at, csize, rsize, h, pos + k * cb, int(s[0]), int(s[1])])
+            at += csize
+        pos += p.size
+    table = np.array(rows, np.uint64)
+    for threads in (1, 2):
+        out = np.full(pos, 7, np.uint8)
+        _C.decode_segments(payload, table, out, threads)
+        assert out.tobytes() == b"".join(p.tobytes() for p in parts)
+    out = np.empty(pos, np.uint8)
+    bad = table.copy()
+    bad[3, 4] = pos - 1  # past the end of out
+    with pytest.raises(weightzip.FormatError, match="output"):
+        _C.decode_segments(payload, bad, out)
+    bad = table.copy()
+    bad[0, 1] = payload.size + 1  # past the end of the payload
+    with pytest.raises(weightzip.FormatError, match="outside the file"):
+        _C.decode_segments(payload, bad, out)
+    bad = table.copy()
+    bad[0, 5] = 3  # itemsize 3 does not fit the float transform
+    with pytest.raises(weightzip.FormatError):
+        _C.decode_segments(payload, bad, out)
+    bad = table.copy()
+    bad[0, 3] ^= np.uint64(1)
+    with pytest.raises(weightzip.ChecksumError):
+        _C.decode_segments(payload, bad, out)
+    with pytest.raises(ValueError, match="7"):
+        _C.decode_segments(payload, table[:, :4], out)
+
+
+@pytest.mark.parametrize("lossy", [False, True])
+def test_whole_file_decode_is_the_streamed_decode(tmp_path, monkeypatch, lossy):
+    """unpack() decodes a file of at most WHOLE_MAX bytes in one call (packs, blobs, lossy and
+    mid-sized entries at their places); the entry-by-entry path gives the same file."""
+    t = model(2)
+    src = tmp_path / "m.safetensors"
+    st.save_file(t, src, metadata={"note": "x" * 3000})
+    wz = weightzip.pack(src, tmp_path / "m.wz", progress=False, max_error=1e-3 if lossy else None)
+    whole = weightzip.unpack(wz, tmp_path / "whole.safetensors")
+    monkeypatch.setattr(batch, "WHOLE_MAX", 0)
+    streamed = weightzip.unpack(wz, tmp_path / "streamed.safetensors")
+    assert whole.read_bytes() == streamed.read_bytes()
+    assert lossy or whole.read_bytes() == src.read_bytes()
+
+
+def test_whole_file_decode_reports_corruption(tmp_path):
+    t = model(3)
+    src = tmp_path / "m.safetensors"
+    st.save_file(t, src)
+    wz = weightzip.pack(src, tmp_path / "m.wz", progress=False)
+    blob = bytearray(wz.read_bytes())
+    blob[len(blob) // 3] ^= 0x10  # inside the chunks
+    bad = tmp_path / "bad.wz"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises((weightzip.ChecksumError, weightzip.FormatError)):
+        weightzip.unpack(bad, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
