@@ -101,6 +101,8 @@ def decode_parts(r: Any, parts: list[int], threads: int) -> memoryview | None:
         packs[p] = pos
         placed.append((r.entries[p], pos))
         pos += r.entries[p].nbytes
+    if pos > 2 * WHOLE_MAX:  # packs far larger than their members here (a crafted index): stream
+        return None
     table = _chunk_rows(r, placed)
     start = int(table[:, 0].min()) if len(table) else 0
     end = int((table[:, 0] + table[:, 1]).max()) if len(table) else 0
