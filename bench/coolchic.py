@@ -139,7 +139,8 @@ def fit_row(nc: Path, name: str, img: np.ndarray, preset: str, quality: int) -> 
             "enc_ms": 1e3 * (stats["encode_s"] if stats.get("device") == "cuda" else
                              stats.get("encode_cpu_s", stats["encode_s"])), "fit_device": stats.get("device", "cpu"),
             "enc_wall_ms": 1e3 * stats["encode_s"], "dec_ms": 1e3 * statistics.median(times),
-            "iterations": stats["iterations"], "mac_per_pixel": info["mac_per_pixel"],
+            "iterations": stats["iterations"], "compiled": bool(stats.get("compiled", False)),
+            "mac_per_pixel": info["mac_per_pixel"],
             "decoder_params": info["decoder_params"], "nc_bytes": len(data),
             "nc_sha256": hashlib.sha256(data).hexdigest(),
             "measured": {k: prov[k] for k in ("git_sha", "date", "machine") if k in prov}}

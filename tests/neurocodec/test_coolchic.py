@@ -312,3 +312,53 @@ def test_cool_chic_5_recipe_fits_and_decodes(tmp_path):
     run.step(x, 0.0035, 0.99)
     assert all(torch.equal(a, b) for a, b in zip(before, run.model.latents))
     assert run.model.arm[-1].bias[1].item() == pytest.approx(-4 / np.log(2))
+
+
+def test_long_fits_compile_and_fall_back_to_eager(codec_dir, monkeypatch):
+    """Fits of COMPILE_FROM iterations or more compile their loss on the CPU (NEUROCODEC_COMPILE
+    overrides); where compiling fails the fit goes on eagerly, with a warning, to the eager fit's file."""
+    calls = []
+
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            calls.append(len(a))
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(fit_module.torch, "compile", broken_compile)
+    monkeypatch.setenv("NEUROCODEC_COMPILE", "1")
+    torch.set_num_threads(1)
+    img = smooth(32, 48)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        nc = neurocodec.encode(img, codec=codec_dir, quality=3, preset="fast")
+    monkeypatch.setenv("NEUROCODEC_COMPILE", "0")
+    assert calls and nc == neurocodec.encode(img, codec=codec_dir, quality=3, preset="fast")  # as if eager
+    r = fit_module._Run(32, 48, 3, json.loads(Path(codec_dir, "codec.json").read_text())["model"],
+                        torch.device("cpu"), 0)
+    assert r.compiled is None  # eager unless fit() asks
+    monkeypatch.delenv("NEUROCODEC_COMPILE")
+    assert PRESETS["slow"]["iterations"] < fit_module.COMPILE_FROM  # this file's fits stay eager
+
+
+@pytest.mark.slow
+def test_compiled_loss_is_the_eager_loss(codec_dir):
+    """torch.compile of the forward pass and loss (tens of seconds to compile): the same loss as
+    eager on rounded latents (no noise), within bf16 rounding, and gradients that train."""
+    torch.set_num_threads(1)
+    cfg = json.loads(Path(codec_dir, "codec.json").read_text())["model"]
+    img = smooth(32, 48)
+    x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    eager = fit_module._Run(32, 48, 3, cfg, torch.device("cpu"), 0)
+    comp = fit_module._Run(32, 48, 3, cfg, torch.device("cpu"), 0)
+    comp.use_compile()
+    for run in (eager, comp):
+        with torch.no_grad():
+            for y in run.model.latents:
+                y.copy_(torch.linspace(-3, 3, y.numel()).view_as(y))
+    le = eager._forward_loss(x, 0.0035, "frozen", 0.1, 0.0)[0].item()
+    lc = comp._forward_loss(x, 0.0035, "frozen", 0.1, 0.0)[0].item()
+    assert comp.compiled is not None and lc == pytest.approx(le, rel=1e-2)
+    first = comp.step(x, 0.0035, 0.2)[0]
+    for _ in range(30):
+        last = comp.step(x, 0.0035, 0.2)[0]
+    assert comp.compiled is not None and last < first
