@@ -26,14 +26,14 @@ from . import _C
 from .batch import BATCH_ITEM, BatchWriter
 from .dtypes import BY_NAME, DType, by_name
 from .errors import ChecksumError, FormatError, RefError
-from .index import MAX_CHUNK_BYTES, MAX_DIMS, Entry, RefId, load_index  # noqa: F401  (re-exported)
+from .index import MAX_CHUNK_BYTES, MAX_DIMS, Entry, RefId, load_index, table_of  # noqa: F401  (re-exported)
 from .levels import DEFAULT_LEVEL, LEVELS, level_code
 from .packs import PackReader, PackWriter, member_of
 from .slabs import SLAB_BYTES, Feed, WriteBehind, slabs_from_file, slabs_of  # noqa: F401  (re-exported)
 
 MAGIC = b"\x89WZP\r\n\x1a\n"
 FOOTER_MAGIC = b"WZINDEX\x00"
-VERSION = 3  # the newest version read; writers write 1 unless references/lossy (2) or packs (3) are used
+VERSION = 4  # written and newest read: 2 added references and lossy chunks, 3 packs, 4 the entry table
 PREAMBLE = struct.Struct("<8sHHI")
 FOOTER = struct.Struct("<QQQ8s")
 CHUNK_RECORD = np.dtype([("csize", "<u4"), ("hash", "<u4")])
@@ -100,7 +100,7 @@ class Writer(PackWriter, BatchWriter, WriteBehind):
         self._start_writes()
         if level != "fast":
             note_no_zstd()
-        f.write(PREAMBLE.pack(MAGIC, 1, 0, 0))
+        f.write(PREAMBLE.pack(MAGIC, VERSION, 0, 0))
 
     def _encode(self, slabs: Iterable[memoryview], dt: DType, row: int,
                 ref: Iterator[memoryview] | np.ndarray | None = None,
@@ -211,21 +211,13 @@ class Writer(PackWriter, BatchWriter, WriteBehind):
         self._stop_writes()
         assert sum(len(t) for t in self.tables) == self.nchunks, "chunks planned and written differ"
         uses_ref = any("ref" in e.extra for e in self.entries)
-        v2 = uses_ref or any("lossy" in e.extra for e in self.entries)
-        version = 3 if any(e.kind == "pack" for e in self.entries) else 2 if v2 else 1
         index = {
-            "format": "weightzip", "version": version, "level": self.level,
-            "chunk_bytes": self.chunk_bytes, "nchunks": self.nchunks,
-            "entries": [e.to_json() for e in self.entries],
+            "format": "weightzip", "version": VERSION, "level": self.level,
+            "chunk_bytes": self.chunk_bytes, "nchunks": self.nchunks, "table": table_of(self.entries),
             "files": files, "source": source, "metadata": metadata or {},
         }
         if uses_ref:  # only files that need their reference say so
             index["ref"] = self.ref.id.to_json()
-        if version > 1:  # 2: references and quantised chunks; 3: packs
-            end = self.f.tell()
-            self.f.seek(0)
-            self.f.write(PREAMBLE.pack(MAGIC, version, 0, 0))
-            self.f.seek(end)
         js = json.dumps(index, separators=(",", ":")).encode()
         coded, tab = _C.encode_chunks(js, 1, 0, len(js), LEVELS[DEFAULT_LEVEL], 0, 1)
         if len(js) > JSON_EXPANSION * coded.size + 4096:  # keep the reader's bomb check valid

@@ -1,5 +1,8 @@
 """The JSON index of a .wz file (docs/format.md): entries, files, source, and (version 2) the
-reference a delta was coded against. Parsing validates everything the decoder relies on."""
+reference a delta was coded against. Parsing validates everything the decoder relies on.
+
+Versions 1-3 list entries as one JSON object each; version 4 stores them as a table of columns
+(`table_of`/`parse_table`): half the JSON, no keys to parse per entry, chunk ranges implied."""
 from __future__ import annotations
 
 import math
@@ -106,15 +109,21 @@ def load_index(r: Any, index: Any, version: int) -> None:
             raise FormatError("corrupt index (a reference in a version 1 file)")
         nchunks = len(r.table)
         next_chunk = 0
-        r.entries = []
-        for d in index["entries"]:
-            e = parse_entry(d, r.chunk_bytes, next_chunk, nchunks)
+        if version >= 4:
+            r.entries = parse_table(index["table"], r.chunk_bytes)
+        else:
+            if "table" in index:
+                raise FormatError("corrupt index (an entry table in a version < 4 file)")
+            r.entries = []
+            for d in index["entries"]:
+                e = parse_entry(d, r.chunk_bytes, next_chunk, nchunks)
+                next_chunk = e.first + e.count
+                r.entries.append(e)
+        for e in r.entries:
             if "ref" in e.extra and (r.ref is None or not isinstance(e.extra["ref"], dict) or
                                      type(e.extra["ref"].get("entry")) is not int or e.ref_entry < 0):
                 raise FormatError("corrupt index (an entry coded against a reference the file has not)")
-            next_chunk = e.first + e.count
-            r.entries.append(e)
-        if next_chunk != nchunks:
+        if (r.entries[-1].first + r.entries[-1].count if r.entries else 0) != nchunks:
             raise FormatError("corrupt index (unclaimed chunks)")
         check_packs(r.entries, version)
         if int(index["nchunks"]) != nchunks:
@@ -164,16 +173,8 @@ def parse_entry(d: dict, chunk_bytes: int, next_chunk: int, nchunks: int) -> Ent
     e = Entry(str(d["kind"]), first, count, nbytes, extra=dict(extra) if "extra" in d else {})
     if e.kind == "tensor":
         e.name, e.dtype = str(d["name"]), str(d["dtype"])
-        shape = e.shape = tuple(map(int, d["shape"]))
-        if len(shape) > MAX_DIMS:
-            raise FormatError(f"corrupt index (tensor {e.name!r} has {len(shape)} dimensions)")
-        item = by_name(e.dtype).itemsize  # exact integer products (Python ints), bounded by MAX_DIMS
-        if (shape and min(shape) < 0) or item * math.prod(shape) != nbytes:
-            raise FormatError(f"corrupt index (tensor {e.name!r} shape/size)")
-        # An empty tensor's other dims are unchecked by its size; numpy refuses shapes whose
-        # nonzero dims multiply past int64, so such a shape is corrupt, not an empty tensor.
-        if not nbytes and item * math.prod(s for s in shape if s) >= 1 << 63:
-            raise FormatError(f"corrupt index (tensor {e.name!r} shape)")
+        e.shape = tuple(map(int, d["shape"]))
+        _check_tensor(e)
     elif e.kind == "pack":
         e.dtype = str(d["dtype"])
         if nbytes % by_name(e.dtype).itemsize:
@@ -181,3 +182,89 @@ def parse_entry(d: dict, chunk_bytes: int, next_chunk: int, nchunks: int) -> Ent
     elif e.kind != "blob":
         raise FormatError(f"unknown entry kind {e.kind!r}")
     return e
+
+
+KINDS = {"t": "tensor", "b": "blob", "p": "pack"}  # version 4's one-letter kinds
+
+
+def table_of(entries: list[Entry]) -> dict[str, Any]:
+    """Version 4's entry table: one column per field, in entry order. Chunk ranges are implied
+    (entries tile the chunk table; a packed member has none), names/shapes are "" and [] where
+    the kind has none, `pack`/`offset` (-1/0 for entries in no pack) appear only in files with
+    packs, and `extra` maps entry indices (as strings) to what else an entry carries."""
+    tensor = [e.kind == "tensor" for e in entries]
+    t: dict[str, Any] = {
+        "kind": "".join(e.kind[0] for e in entries),
+        "nbytes": [e.nbytes for e in entries],
+        "name": [e.name if x else "" for e, x in zip(entries, tensor)],
+        "dtype": ["" if e.kind == "blob" else e.dtype for e in entries],
+        "shape": [list(e.shape) if x else [] for e, x in zip(entries, tensor)],
+    }
+    members = [e.extra.get("in") for e in entries]
+    if any(members):
+        t["pack"] = [-1 if m is None else m["pack"] for m in members]
+        t["offset"] = [0 if m is None else m["offset"] for m in members]
+    extra = {str(i): {k: v for k, v in e.extra.items() if k != "in"} for i, e in enumerate(entries)
+             if any(k != "in" for k in e.extra)}
+    if extra:
+        t["extra"] = extra
+    return t
+
+
+def parse_table(t: Any, chunk_bytes: int) -> list[Entry]:
+    """Entries from a version 4 table, validated as parse_entry validates version 3's (the
+    caller checks the total chunk count and check_packs the members)."""
+    kinds, nbytes, names, dtypes, shapes = t["kind"], t["nbytes"], t["name"], t["dtype"], t["shape"]
+    n = len(kinds)
+    packs, offsets, extras = t.get("pack"), t.get("offset"), t.get("extra", {})
+    if not isinstance(kinds, str) or not set(kinds) <= KINDS.keys() or not isinstance(extras, dict) or \
+            any(not isinstance(c, list) or len(c) != n for c in (nbytes, names, dtypes, shapes)) or \
+            (packs is None) != (offsets is None) or \
+            (packs is not None and (not isinstance(packs, list) or not isinstance(offsets, list) or
+                                    len(packs) != n or len(offsets) != n)):
+        raise FormatError("corrupt index (entry table)")
+    if not set(map(type, nbytes)) <= {int} or (n and min(nbytes) < 0):
+        raise FormatError("corrupt index (entry size)")
+    if not set(map(type, shapes)) <= {list} or \
+            not set(map(type, [d for s in shapes for d in s])) <= {int} or \
+            not set(map(type, names)) <= {str} or not set(map(type, dtypes)) <= {str}:
+        raise FormatError("corrupt index (entry names, dtypes or shapes)")
+    entries, first = [], 0
+    for i, k in enumerate(kinds):
+        nb = nbytes[i]
+        x = extras.get(str(i))
+        if x is not None and (type(x) is not dict or "in" in x):
+            raise FormatError("corrupt index (entry extra)")
+        extra = dict(x) if x else {}
+        if packs is not None and packs[i] != -1:
+            extra["in"] = {"pack": packs[i], "offset": offsets[i]}  # checked by check_packs
+            count = 0
+        else:
+            count = -(-nb // chunk_bytes)
+        kind = KINDS[k]
+        if kind == "tensor":
+            e = Entry(kind, first, count, nb, names[i], dtypes[i], tuple(shapes[i]), extra)
+            _check_tensor(e)
+        elif kind == "pack":
+            e = Entry(kind, first, count, nb, dtype=dtypes[i], extra=extra)
+            if nb % by_name(e.dtype).itemsize:
+                raise FormatError("corrupt index (pack size)")
+        else:
+            e = Entry(kind, first, count, nb, extra=extra)
+        entries.append(e)
+        first += count
+    return entries
+
+
+def _check_tensor(e: Entry) -> None:
+    """A tensor's shape matches its size (exact Python ints, bounded by MAX_DIMS)."""
+    shape, nbytes = e.shape, e.nbytes
+    item = by_name(e.dtype).itemsize
+    if len(shape) > MAX_DIMS:
+        raise FormatError(f"corrupt index (tensor {e.name!r} has {len(shape)} dimensions)")
+    if (shape and min(shape) < 0) or item * math.prod(shape) != nbytes:
+        raise FormatError(f"corrupt index (tensor {e.name!r} shape/size)")
+    # An empty tensor's other dims are unchecked by its size; numpy refuses shapes whose
+    # nonzero dims multiply past int64, so such a shape is corrupt, not an empty tensor.
+    if not nbytes and item * math.prod(s for s in shape if s) >= 1 << 63:
+        raise FormatError(f"corrupt index (tensor {e.name!r} shape)")

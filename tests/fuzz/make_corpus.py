@@ -95,6 +95,7 @@ def wz_regressions(out: Path) -> None:
     import wzfmt
     for name, (seed, edit) in REGRESSIONS.items():
         w = wzfmt.parse((out / seed).read_bytes())
+        wzfmt.entries_form(w)  # the edits were written for list entries (versions 1-3)
         edit(w.index)
         (out / f"regress_{name}.wz").write_bytes(wzfmt.build(w))
 
@@ -189,9 +190,12 @@ def main(argv: list[str]) -> None:
         repro(HERE / "repro")
     for t in targets:
         if t in makers:
+            keep = {p.name: p.read_bytes() for p in (CORPUS / t).glob("v3_*")}  # older versions' seeds
             shutil.rmtree(CORPUS / t, ignore_errors=True)
             (CORPUS / t).mkdir(parents=True)
             makers[t](CORPUS / t)
+            for name, data in keep.items():
+                (CORPUS / t / name).write_bytes(data)
     for t in targets:
         files = list((CORPUS / t).iterdir())
         print(f"{t}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")

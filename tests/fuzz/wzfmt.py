@@ -83,15 +83,34 @@ def build(w: Wz) -> bytes:
             + iblob + FOOTER.pack(ioff, len(iblob), _C.xxh64(iblob), FOOTER_MAGIC))
 
 
+def entry_ranges(index: Any) -> list[tuple[int, int, int, str, str]]:
+    """(first chunk, count, nbytes, kind, dtype) per entry, from list entries (versions 1-3) or
+    the entry table (version 4)."""
+    if "table" in index:
+        from weightzip.index import parse_table
+        return [(e.first, e.count, e.nbytes, e.kind, e.dtype)
+                for e in parse_table(index["table"], int(index["chunk_bytes"]))]
+    return [(int(e["chunks"][0]), int(e["chunks"][1]), int(e["nbytes"]), e.get("kind"), e.get("dtype"))
+            for e in index["entries"]]
+
+
+def entries_form(w: Wz) -> None:
+    """Rewrite a version 4 entry table as version 3's list entries (for edits written for them)."""
+    if "table" in w.index:
+        from weightzip.index import parse_table
+        ents = parse_table(w.index.pop("table"), int(w.index["chunk_bytes"]))
+        w.index["entries"] = [e.to_json() for e in ents]
+        w.version = 3
+
+
 def chunk_layout(w: Wz, i: int) -> tuple[int, int, int] | None:
     """(itemsize, transform, raw size) of chunk i as the index describes it, or None."""
     try:
         cb = int(w.index["chunk_bytes"])
-        for e in w.index["entries"]:
-            first, count = (int(x) for x in e["chunks"])
+        for first, count, nbytes, kind, dtype in entry_ranges(w.index):
             if first <= i < first + count:
-                dt = BY_NAME[e["dtype"]] if e.get("kind") == "tensor" else BY_NAME["U8"]
-                raw = cb if i < first + count - 1 else int(e["nbytes"]) - (count - 1) * cb
+                dt = BY_NAME[dtype] if kind == "tensor" else BY_NAME["U8"]
+                raw = cb if i < first + count - 1 else nbytes - (count - 1) * cb
                 return dt.itemsize, dt.transform, raw
     except Exception:
         return None

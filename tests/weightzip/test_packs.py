@@ -1,6 +1,7 @@
 """Packs (container version 3, weightzip/packs.py): small tensors share chunks. Round trips are
-byte-exact, a pack is decoded once for all its members, crafted member references are refused,
-and files with only large tensors (or made with pack_small=False) stay version 1."""
+byte-exact, a pack is decoded once for all its members, crafted member references are refused
+(in version 3's list entries and version 4's table), and files with only large tensors (or made
+with pack_small=False) have no packs."""
 from __future__ import annotations
 
 import io
@@ -51,7 +52,7 @@ def test_roundtrip_is_exact_and_small_tensors_share_chunks(tmp_path):
         assert got[k].tobytes() == t[k].tobytes(), k
     r = Reader(open(p, "rb"))
     kinds = [e.kind for e in r.entries]
-    assert version(p.read_bytes()) == 3 and kinds.count("pack") == 4  # F32, F16, BF16, I64
+    assert version(p.read_bytes()) == 4 and kinds.count("pack") == 4  # F32, F16, BF16, I64
     members = [e for e in r.entries if packs.member_of(e)]
     assert len(members) == 123 and all(e.count == 0 for e in members)
     big = r.entries[r.tensors["big"]]
@@ -88,7 +89,7 @@ def test_packing_saves_bytes_on_many_small_tensors(tmp_path):
         raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
         w.add_tensor(k, from_numpy(a.dtype), a.shape, slabs_of(memoryview(raw)))
     w.finish([], {"kind": "safetensors"})
-    assert version(buf.getvalue()) == 1
+    assert not any(e.kind == "pack" for e in Reader(io.BytesIO(buf.getvalue())).entries)
     assert packed < 0.9 * len(buf.getvalue())
 
 
@@ -117,11 +118,12 @@ def test_info_counts_each_byte_once(tmp_path):
     assert abs(stored - (p.stat().st_size - 16)) < 0.2 * p.stat().st_size  # the index is the rest
 
 
-def test_large_tensors_only_stay_version_1(tmp_path):
+def test_large_tensors_only_are_not_packed(tmp_path):
     a = np.random.default_rng(1).standard_normal(1 << 16).astype(np.float32)
     p = weightzip.save({"w": a, "v": a[::-1].copy()}, tmp_path / "m.wz")
-    assert version(p.read_bytes()) == 1
-    assert version(weightzip.compress(np.ones(5, np.float32))) == 1  # frames never pack
+    assert [e.kind for e in Reader(open(p, "rb")).entries] == ["blob", "tensor", "tensor"]
+    frame = weightzip.compress(np.ones(5, np.float32))  # frames never pack
+    assert [e.kind for e in Reader(io.BytesIO(frame)).entries] == ["tensor"]
 
 
 def test_deltas_use_packed_tensors_of_the_reference(tmp_path):
@@ -130,7 +132,7 @@ def test_deltas_use_packed_tensors_of_the_reference(tmp_path):
     ref = weightzip.save(t0, tmp_path / "c0.wz")
     delta = weightzip.save(t1, tmp_path / "c1.wz", ref=ref)
     r = Reader(open(delta, "rb"))
-    assert version(delta.read_bytes()) == 2 and not any(e.kind == "pack" for e in r.entries)
+    assert not any(e.kind == "pack" for e in r.entries)
     assert sum(e.ref_entry is not None for e in r.entries) > 100
     got = weightzip.load(delta)
     assert all(got[k].tobytes() == t1[k].tobytes() for k in t1)
@@ -138,7 +140,7 @@ def test_deltas_use_packed_tensors_of_the_reference(tmp_path):
 
 def _crafted(tmp_path, mutate, v: int = 3):
     blob = weightzip.save(small_model(), tmp_path / "m.wz").read_bytes()
-    index, table = read_index(blob)
+    index, table = read_index(blob, entries_form=True)
     mutate(index)
     ioff = struct.unpack("<Q", blob[-FOOTER_SIZE:][:8])[0]
     p = tmp_path / "c.wz"
@@ -162,12 +164,48 @@ CRAFTED = {
 }
 
 
-@pytest.mark.parametrize("case", list(CRAFTED))
+def _tabled(tmp_path, mutate):
+    """A version 4 file whose entry table mutate(table, first member's index) edited."""
+    blob = weightzip.save(small_model(), tmp_path / "m.wz").read_bytes()
+    index, table = read_index(blob)
+    t = index["table"]
+    mutate(t, next(i for i, p in enumerate(t["pack"]) if p >= 0))
+    ioff = struct.unpack("<Q", blob[-FOOTER_SIZE:][:8])[0]
+    p = tmp_path / "t.wz"
+    p.write_bytes(build_wz(blob[PREAMBLE_SIZE:ioff], index, table, version=4))
+    return p
+
+
+def _col(name, value):
+    return lambda t, i: t[name].__setitem__(i, value)
+
+
+CRAFTED_TABLE = {  # the same faults in version 4's columns (a member's chunks are implied)
+    "offset past the pack": _col("offset", 1 << 30), "negative offset": _col("offset", -4),
+    "pack is a tensor": lambda t, i: t["pack"].__setitem__(i, t["kind"].index("t", i + 1)),
+    "pack out of range": _col("pack", 10**6), "pack not int": _col("pack", "3"),
+    "member also lossy": lambda t, i: t.setdefault("extra", {}).__setitem__(str(i), {"lossy": {"max_error": 0.1}}),
+    "other dtype": lambda t, i: (_col("dtype", "U8")(t, i), _col("shape", [t["nbytes"][i]])(t, i)),
+    "offsets without packs": lambda t, i: t.pop("pack"),
+    "pack column short": lambda t, i: t["pack"].pop(),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED) + [f"table: {c}" for c in CRAFTED_TABLE])
 def test_crafted_member_references_are_format_errors(tmp_path, case):
-    p = _crafted(tmp_path, CRAFTED[case])
+    p = _tabled(tmp_path, CRAFTED_TABLE[case[7:]]) if case.startswith("table: ") else _crafted(tmp_path, CRAFTED[case])
     for call in (lambda: weightzip.load(p), lambda: weightzip.info(p), lambda: weightzip.unpack(p, tmp_path / "o")):
         with pytest.raises(weightzip.FormatError):
             call()
+
+
+def test_version_3_list_entries_still_read(tmp_path):
+    """A file in the previous index form (list entries, version 3) reads as the table form does."""
+    t = small_model()
+    p = _crafted(tmp_path, lambda i: None)
+    got = weightzip.load(p)
+    assert list(got) == list(t) and all(got[k].tobytes() == t[k].tobytes() for k in t)
+    assert weightzip.verify(p).startswith("OK")
 
 
 def test_packs_in_an_older_version_are_refused(tmp_path):

@@ -133,7 +133,7 @@ def test_foreign_files_raise_format_error(tmp_path, small_st_wz, kind):
     assert sorted(os.listdir(tmp_path)) == ["x.wz"]
 
 
-@pytest.mark.parametrize("version", [4, 7, 0xFFFF])  # 2: deltas (test_delta.py), 3: packs (test_packs.py)
+@pytest.mark.parametrize("version", [5, 7, 0xFFFF])  # 2: deltas (test_delta.py), 3: packs (test_packs.py)
 def test_newer_version_asks_to_upgrade(version):
     blob = bytearray(frame("fast")[0])
     blob[8:10] = struct.pack("<H", version)
@@ -228,11 +228,39 @@ CRAFTED = {  # every checksum in these files is valid: only the reader's validat
 }
 
 
-@pytest.mark.parametrize("case", list(CRAFTED))
+def _table(key, value):
+    return lambda i: i["table"].__setitem__(key, value)
+
+
+def _table0(key, value):
+    return lambda i: i["table"][key].__setitem__(0, value)
+
+
+CRAFTED_TABLE = {  # version 4: the entry table's columns
+    "no table": lambda i: i.pop("table"), "table null": _set("table", None),
+    "table and entries": lambda i: i.__setitem__("entries", []) or i.pop("table"),
+    "kind list": _table("kind", ["t"]), "kind unknown": _table("kind", "x"),
+    "kind longer": lambda i: i["table"].__setitem__("kind", i["table"]["kind"] + "b"),
+    "nbytes str": _table0("nbytes", "960"), "nbytes negative": _table0("nbytes", -8),
+    "nbytes bool": _table0("nbytes", True), "nbytes float": _table0("nbytes", 960.0),
+    "nbytes huge": _table0("nbytes", 2**70), "nbytes lies": _table0("nbytes", 3),
+    "column short": lambda i: i["table"]["shape"].pop(), "name int": _table0("name", 5),
+    "dtype unknown": _table0("dtype", "F99"), "dtype not str": _table0("dtype", ["F32"]),
+    "shape huge": _table0("shape", [0, 2**70]), "shape str": _table0("shape", "960"),
+    "shape negative": _table0("shape", [-24, -40]), "shape float": _table0("shape", [24.0, 40]),
+    "shape 33 dims": _table0("shape", [1] * 33), "extra not dict": _table("extra", {"0": [1]}),
+    "extra says in": _table("extra", {"0": {"in": {"pack": 0, "offset": 0}}}),
+    "extra ref without ref": _table("extra", {"0": {"ref": {"entry": 0}}}),
+    "nchunks wrong": _set("nchunks", 2),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED) + [f"v4: {c}" for c in CRAFTED_TABLE])
 def test_crafted_index_raises_format_error(tmp_path, case):
     blob = frame("fast")[0]
     p = tmp_path / "c.wz"
-    p.write_bytes(rebuild_wz(blob, CRAFTED[case]))
+    v4 = case.startswith("v4: ")
+    p.write_bytes(rebuild_wz(blob, CRAFTED_TABLE[case[4:]] if v4 else CRAFTED[case], version=4 if v4 else 1))
     calls = {"load": lambda: weightzip.load(p), "info": lambda: weightzip.info(p),
              "verify": lambda: weightzip.verify(p), "unpack": lambda: weightzip.unpack(p, tmp_path / "o"),
              "torch": lambda: weightzip.load(p, framework="torch")}
@@ -244,6 +272,9 @@ def test_crafted_index_raises_format_error(tmp_path, case):
         except Exception as e:  # noqa: BLE001
             pytest.fail(f"{name}: {type(e).__name__}: {e}")
     assert sorted(os.listdir(tmp_path)) == ["c.wz"]
+    if v4:  # every one of these is caught while the index is read
+        with pytest.raises(weightzip.FormatError):
+            weightzip.info(p, verify=False)
 
 
 def test_crafted_tiny_index():

@@ -71,8 +71,10 @@ def wz_regions(blob: bytes) -> dict[str, tuple[int, int]]:
             "index": (ioff, ioff + ilen), "footer": (size - FOOTER_SIZE, size)}
 
 
-def read_index(blob: bytes) -> tuple[dict, bytes]:
-    """(index JSON, chunk table bytes) of a valid .wz file, decoded with the C core."""
+def read_index(blob: bytes, entries_form: bool = False) -> tuple[dict, bytes]:
+    """(index JSON, chunk table bytes) of a valid .wz file, decoded with the C core. With
+    entries_form, a version 4 entry table is rewritten as versions 1-3 list entries (one
+    object each, as Entry.to_json gives them), for tests of that parser and of per-entry edits."""
     from weightzip import _C
     ioff, ilen, _h, _m = struct.unpack("<QQQ8s", blob[-FOOTER_SIZE:])
     iblob = blob[ioff:ioff + ilen]
@@ -80,7 +82,15 @@ def read_index(blob: bytes) -> tuple[dict, bytes]:
     js = np.empty(jlen, np.uint8)
     tab = np.array([[0, clen, jlen, jhash]], np.uint64)
     _C.decode_chunks(iblob[12:12 + clen], tab, 1, 0, js, 1, True)
-    return json.loads(js.tobytes()), iblob[12 + clen:]
+    index = json.loads(js.tobytes())
+    if entries_form and "table" in index:
+        from weightzip.index import parse_table
+        index["entries"] = [e.to_json() for e in parse_table(index.pop("table"), index["chunk_bytes"])]
+        first = 0
+        for d in index["entries"]:  # parse_table numbers chunks: keep them as written
+            d["chunks"][0] = first
+            first += d["chunks"][1]
+    return index, iblob[12 + clen:]
 
 
 def xxh64(data: bytes) -> int:
@@ -102,12 +112,13 @@ def build_wz(payload: bytes, index, table: bytes, version: int = 1,
             + struct.pack("<QQQ8s", ioff, len(index_blob), xxh64(index_blob), FOOTER_MAGIC))
 
 
-def rebuild_wz(blob: bytes, mutate_index) -> bytes:
-    """Re-emit a valid .wz after mutate_index(index_dict) edits its index in place."""
-    index, table = read_index(blob)
+def rebuild_wz(blob: bytes, mutate_index, version: int = 1) -> bytes:
+    """Re-emit a valid .wz after mutate_index(index_dict) edits its index in place: with
+    version < 4 the index has list entries (read_index's entries_form), with 4 its table."""
+    index, table = read_index(blob, entries_form=version < 4)
     mutate_index(index)
     ioff = struct.unpack("<Q", blob[-FOOTER_SIZE:][:8])[0]
-    return build_wz(blob[PREAMBLE_SIZE:ioff], index, table)
+    return build_wz(blob[PREAMBLE_SIZE:ioff], index, table, version=version)
 
 
 def roundtrip(src, tmp_path, level="default", name="out"):
