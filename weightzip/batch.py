@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _C
-from .slabs import SLAB_BYTES
+from .slabs import SLAB_BYTES, immutable
 
 BATCH_ITEM = 4 << 20  # entries up to this size are queued (larger ones are coded on their own)
 BATCH_BYTES = SLAB_BYTES  # a batch is coded once it holds this much (bounds the memory it keeps)
@@ -47,7 +47,7 @@ class BatchWriter:
         copied, since a slab's buffer may be reused before the batch is coded."""
         parts = list(slabs)
         one = parts[0] if len(parts) == 1 else None
-        if one is not None and (isinstance(one, bytes) or isinstance(getattr(one, "obj", None), bytes)):
+        if one is not None and immutable(one):
             data = one
         else:
             data = b"".join(parts)

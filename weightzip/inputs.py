@@ -21,10 +21,10 @@ from . import torch_zip, zipscan
 from .container import MAX_DIMS, Writer, slabs_from_file
 from .dtypes import BY_NAME, from_numpy
 from .errors import FormatError
-from .slabs import MemFile
+from .slabs import SLAB_BYTES, MemFile
 
 MAX_ST_HEADER = 100 << 20  # safetensors' own limit on the JSON header
-READ_WHOLE = 64 << 20  # smaller files are read in one call (MemFile), not one read per tensor
+READ_WHOLE = 64 << 20  # smaller files are mapped (or read) whole (MemFile), not read per tensor
 
 
 def _blob_range(w: Writer, f: BinaryIO, start: int, end: int) -> int:
@@ -35,6 +35,8 @@ def _blob_range(w: Writer, f: BinaryIO, start: int, end: int) -> int:
 def _tensor_range(w: Writer, f: BinaryIO, name: str, dtype: str, shape: tuple, start: int,
                   nbytes: int, extra: dict | None = None, lossy_ok: bool = False) -> int:
     """lossy_ok only where the format keeps no checksum of the bytes (not in zip records)."""
+    if isinstance(f, MemFile) and nbytes <= SLAB_BYTES:  # one view, no seek and no generator
+        return w.add_tensor(name, BY_NAME[dtype], shape, (f.view_at(start, nbytes),), extra, lossy_ok)
     f.seek(start)
     return w.add_tensor(name, BY_NAME[dtype], shape, slabs_from_file(f, nbytes), extra, lossy_ok)
 
@@ -65,12 +67,13 @@ def safetensors_layout(f: BinaryIO, size: int) -> tuple[int, list[tuple], dict] 
             dtype, shape, (begin, end) = t["dtype"], tuple(t["shape"]), t["data_offsets"]
         except (TypeError, KeyError, ValueError):
             return None
-        if not all(type(v) is int for v in (begin, end, *shape)) or not isinstance(dtype, str):
+        if type(begin) is not int or type(end) is not int or not set(map(type, shape)) <= {int} or \
+                not isinstance(dtype, str):
             return None
         if len(shape) > MAX_DIMS:  # valid safetensors, but no numpy array: kept as bytes
             return None
         dt = BY_NAME.get(dtype)
-        if dt is None or not (0 <= begin <= end <= data_len) or any(s < 0 for s in shape):
+        if dt is None or not (0 <= begin <= end <= data_len) or (shape and min(shape) < 0):
             return None
         if end - begin != dt.itemsize * math.prod(shape):  # Python ints: no overflow
             return None
@@ -242,7 +245,7 @@ def add_file(w: Writer, path: Path) -> tuple[list[int], str, dict]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         if size <= READ_WHOLE:
-            f = MemFile(f.read())  # type: ignore[assignment]
+            f = MemFile.of(f)  # type: ignore[assignment]
             size = len(f.mem)  # the bytes read (a file growing under us is read as it was)
         suffix = path.suffix.lower()
         if suffix == ".npy":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import mmap
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
@@ -39,20 +40,72 @@ def slabs_of(buf: memoryview, size: int = SLAB_BYTES) -> Iterator[memoryview]:
         yield buf[off:off + size]
 
 
-class MemFile(io.BytesIO):
-    """A small input file read whole (one read, not one per tensor): slabs_from_file takes
-    zero-copy views of it (valid as long as the file object lives)."""
+class MemFile(io.RawIOBase):
+    """A small input file held whole: mapped read-only (no copy, no fresh pages to fault in:
+    reading a 3 MB file into new memory cost ~1.8 ms, a third of a fast pack), or read in one
+    call where it cannot be mapped (empty files, pipes, some network file systems).
+    slabs_from_file takes zero-copy views of it, valid as long as they are referenced."""
 
-    def __init__(self, data: bytes):
-        super().__init__(data)
-        self.mem = memoryview(data)
+    def __init__(self, data: Any):
+        super().__init__()
+        self.mem = memoryview(data).cast("B")
+        self.pos = 0
+
+    @classmethod
+    def of(cls, f: BinaryIO) -> MemFile:
+        """The whole of the open file f (mapped if it can be)."""
+        try:
+            return cls(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        except (OSError, ValueError, io.UnsupportedOperation):
+            f.seek(0)
+            return cls(f.read())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.mem)}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        end = len(self.mem) if n is None or n < 0 else min(len(self.mem), self.pos + n)
+        out = bytes(self.mem[self.pos:end]) if end > self.pos else b""
+        self.pos = max(self.pos, end)
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(memoryview(b).cast("B")))
+        memoryview(b).cast("B")[:len(data)] = data
+        return len(data)
 
     def view(self, n: int) -> memoryview:
-        pos = self.tell()
+        self.pos += n
+        return self.view_at(self.pos - n, n)
+
+    def view_at(self, pos: int, n: int) -> memoryview:
+        """Bytes [pos, pos + n) without a copy (the position is left as it is)."""
         if pos + n > len(self.mem):
             raise FormatError("input file is shorter than its header says")
-        self.seek(pos + n)
         return self.mem[pos:pos + n]
+
+
+_IMMUTABLE = (bytes, mmap.mmap)
+
+
+def immutable(view: Any) -> bool:
+    """A view whose bytes cannot change under us (bytes, or a read-only mapping: MemFile's),
+    which a batch may keep instead of copying."""
+    return isinstance(view, memoryview) and view.readonly and isinstance(view.obj, _IMMUTABLE) \
+        or isinstance(view, bytes)
 
 
 def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterator[memoryview]:

@@ -66,15 +66,32 @@ def test_roundtrip_is_exact_and_small_tensors_share_chunks(tmp_path):
 
 
 def test_small_files_read_whole_pack_to_the_same_bytes_as_streamed_ones(tmp_path, monkeypatch):
-    """Files under inputs.READ_WHOLE are read in one call and sliced (MemFile); larger ones
-    are streamed slab by slab. Both must write the same .wz."""
-    from weightzip import inputs
+    """Files under inputs.READ_WHOLE are mapped (or, where mapping fails, read in one call)
+    and sliced (MemFile); larger ones are streamed slab by slab. All must write the same .wz,
+    and the source is left as it was."""
+    import mmap
 
-    st.save_file(small_model(), tmp_path / "m.safetensors")
-    whole = weightzip.pack(tmp_path / "m.safetensors", tmp_path / "whole.wz", threads=1).read_bytes()
+    from weightzip import inputs, slabs
+
+    src = tmp_path / "m.safetensors"
+    st.save_file(small_model(), src)
+    before = src.read_bytes()
+    mapped = []
+    real = mmap.mmap
+    monkeypatch.setattr(slabs.mmap, "mmap", lambda *a, **k: mapped.append(1) or real(*a, **k))
+    whole = weightzip.pack(src, tmp_path / "whole.wz", threads=1).read_bytes()
+    assert mapped, "a small file is mapped"
+
+    def refuse(*a, **k):
+        raise OSError("no mmap here")
+    monkeypatch.setattr(slabs.mmap, "mmap", refuse)
+    read = weightzip.pack(src, tmp_path / "read.wz", threads=1).read_bytes()
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    assert weightzip.unpack(weightzip.pack(empty, tmp_path / "e.wz"), tmp_path / "e.bin").read_bytes() == b""
     monkeypatch.setattr(inputs, "READ_WHOLE", 0)
-    streamed = weightzip.pack(tmp_path / "m.safetensors", tmp_path / "streamed.wz", threads=1).read_bytes()
-    assert whole == streamed
+    streamed = weightzip.pack(src, tmp_path / "streamed.wz", threads=1).read_bytes()
+    assert whole == read == streamed and src.read_bytes() == before
 
 
 @needs_zstd  # the index JSON of members compresses well with zstd only
