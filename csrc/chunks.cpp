@@ -158,6 +158,22 @@ EncodedChunks encode_segments(const Segment* segs, size_t n, int level, uint64_t
   });
 }
 
+namespace {
+
+// A decode-table row's coded range lies in the payload and its raw size is whole elements
+// of at most kMaxChunkBytes (what decode_chunks and decode_segments both check first).
+void check_row(uint64_t off, uint64_t csize, uint64_t rsize, uint64_t itemsize, size_t size) {
+  if (off > size || csize > size - off) throw FormatError("chunk lies outside the file");
+  if (rsize > kMaxChunkBytes || rsize % itemsize) throw FormatError("bad chunk size");
+}
+
+void check_sum(const uint8_t* dst, uint64_t rsize, uint64_t want, size_t i) {
+  if (chunk_checksum(dst, rsize) != want)
+    throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
+}
+
+}  // namespace
+
 void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, size_t n,
                    const ChunkSpec& spec, uint8_t* out, size_t out_size, int threads,
                    bool verify, const uint8_t* ref, size_t ref_size) {
@@ -166,12 +182,9 @@ void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, s
   std::vector<size_t> dst_off(n);
   size_t total = 0;
   for (size_t i = 0; i < n; ++i) {
-    const uint64_t off = table[C * i], csize = table[C * i + 1], rsize = table[C * i + 2];
-    if (off > size || csize > size - off) throw FormatError("chunk lies outside the file");
-    if (rsize > kMaxChunkBytes || rsize % uint64_t(spec.itemsize))
-      throw FormatError("bad chunk size");
+    check_row(table[C * i], table[C * i + 1], table[C * i + 2], uint64_t(spec.itemsize), size);
     dst_off[i] = total;
-    total += rsize;
+    total += table[C * i + 2];
   }
   if (total != out_size) throw FormatError("chunk sizes do not add up to the tensor size");
   const int nw = resolve_threads(threads);
@@ -183,8 +196,7 @@ void decode_chunks(const uint8_t* payload, size_t size, const uint64_t* table, s
     decode_chunk(p, csize, spec, dst, rsize, worker_scratch(scratch, w),
                  aligned ? ref + dst_off[i] : nullptr, aligned ? ref + dst_off[i] : ref,
                  aligned ? rsize : ref_size);
-    if (verify && chunk_checksum(dst, rsize) != table[C * i + 3])
-      throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
+    if (verify) check_sum(dst, rsize, table[C * i + 3], i);
   });
 }
 
@@ -195,11 +207,10 @@ void decode_segments(const uint8_t* payload, size_t size, const uint64_t* table,
   std::vector<ChunkSpec> specs(n);
   for (size_t i = 0; i < n; ++i) {
     const uint64_t* row = table + C * i;
-    const uint64_t off = row[0], csize = row[1], rsize = row[2], dst = row[4];
+    const uint64_t rsize = row[2], dst = row[4];
     if (row[5] == 0 || row[5] > 16 || row[6] > 255) throw FormatError("bad chunk spec");
     specs[i] = make_spec(int(row[5]), int(row[6]));
-    if (off > size || csize > size - off) throw FormatError("chunk lies outside the file");
-    if (rsize > kMaxChunkBytes || rsize % row[5]) throw FormatError("bad chunk size");
+    check_row(row[0], row[1], rsize, row[5], size);
     if (dst > out_size || rsize > out_size - dst) throw FormatError("chunk lies outside the output");
   }
   const int nw = resolve_threads(threads);
@@ -208,8 +219,7 @@ void decode_segments(const uint8_t* payload, size_t size, const uint64_t* table,
     const uint64_t* row = table + C * i;
     uint8_t* dst = out + row[4];
     decode_chunk(payload + row[0], row[1], specs[i], dst, row[2], worker_scratch(scratch, w));
-    if (verify && chunk_checksum(dst, row[2]) != row[3])
-      throw ChecksumError("checksum mismatch in chunk " + std::to_string(i) + " (corrupt data)");
+    if (verify) check_sum(dst, row[2], row[3], i);
   });
 }
 
