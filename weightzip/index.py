@@ -149,6 +149,8 @@ def check_packs(entries: list[Entry], version: int) -> None:
         if version < 3:
             raise FormatError("corrupt index (packed tensors in a version < 3 file)")
         if e.kind == "pack":
+            if m is not None:
+                raise FormatError("corrupt index (a pack inside a pack)")
             continue
         if e.kind != "tensor" or not isinstance(m, dict) or type(m.get("pack")) is not int or \
                 type(m.get("offset")) is not int or e.count != 0 or "ref" in e.extra or "lossy" in e.extra:

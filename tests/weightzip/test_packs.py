@@ -178,6 +178,8 @@ CRAFTED = {
     "member with chunks": lambda i: _member(i).update(chunks=[0, 1]),
     "member also lossy": lambda i: _member(i)["extra"].update(lossy={"max_error": 0.1}),
     "other dtype": lambda i: _member(i).update(dtype="U8", shape=[_member(i)["nbytes"]]),
+    "pack inside a pack": lambda i: next(e for e in i["entries"] if e["kind"] == "pack").update(
+        extra={"in": {"pack": 0, "offset": 0}}),
 }
 
 
@@ -205,6 +207,7 @@ CRAFTED_TABLE = {  # the same faults in version 4's columns (a member's chunks a
     "other dtype": lambda t, i: (_col("dtype", "U8")(t, i), _col("shape", [t["nbytes"][i]])(t, i)),
     "offsets without packs": lambda t, i: t.pop("pack"),
     "pack column short": lambda t, i: t["pack"].pop(),
+    "pack inside a pack": lambda t, i: t["pack"].__setitem__(t["kind"].index("p"), t["kind"].index("p")),
 }
 
 
