@@ -156,6 +156,7 @@ class Writer(PackWriter, BatchWriter, WriteBehind):
             return self._add_member(name, dt, tuple(shape), data, extra)
         if self.keep is not None:  # a private copy: the caller's buffers may change after this
             kept = np.concatenate([np.frombuffer(s, np.uint8) for s in slabs] or [np.empty(0, np.uint8)])
+            kept.flags.writeable = False  # immutable: a batch queues it without another copy
             self.keep[len(self.entries)] = kept
             slabs = slabs_of(memoryview(kept))
         if j is not None:

@@ -102,10 +102,16 @@ _IMMUTABLE = (bytes, mmap.mmap)
 
 
 def immutable(view: Any) -> bool:
-    """A view whose bytes cannot change under us (bytes, or a read-only mapping: MemFile's),
-    which a batch may keep instead of copying."""
-    return isinstance(view, memoryview) and view.readonly and isinstance(view.obj, _IMMUTABLE) \
-        or isinstance(view, bytes)
+    """A view whose bytes cannot change under us (bytes, a read-only mapping: MemFile's, or
+    a read-only array that owns its memory: the Writer's private copies), which a batch may
+    keep instead of copying."""
+    if isinstance(view, bytes):
+        return True
+    if not isinstance(view, memoryview) or not view.readonly:
+        return False
+    obj = view.obj
+    return isinstance(obj, _IMMUTABLE) or \
+        (isinstance(obj, np.ndarray) and obj.base is None and not obj.flags.writeable)
 
 
 def slabs_from_file(f: BinaryIO, nbytes: int, size: int = SLAB_BYTES) -> Iterator[memoryview]:

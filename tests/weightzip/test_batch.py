@@ -107,11 +107,32 @@ def test_queued_slabs_of_reused_buffers_are_copied(tmp_path):
         frozen = bytes(want[0])
         w.add_tensor("frozen", f32, buf.shape, [memoryview(frozen)])
         assert w._parts[-1].obj is frozen  # kept as it is: no copy
-        assert len(w._parts) == 4  # all queued: nothing coded yet
+        locked = np.frombuffer(want[1], np.uint8).copy()
+        view = np.frombuffer(want[1], np.uint8)  # read-only, but a view of another object
+        locked.flags.writeable = False  # owns its memory and cannot change: kept too
+        w.add_tensor("locked", f32, buf.shape, [memoryview(locked)])
+        w.add_tensor("view", f32, buf.shape, [memoryview(view)])
+        assert w._parts[-2].obj is locked and not isinstance(w._parts[-1], memoryview)
+        assert len(w._parts) == 6  # all queued: nothing coded yet
         w.finish([], {"kind": "test"})
     r = Reader(open(tmp_path / "a.wz", "rb"))
     got = [r.read_entry(r.tensors[f"t{i}"]).tobytes() for i in range(3)]
     assert got == want and r.read_entry(r.tensors["frozen"]).tobytes() == want[0]
+    assert r.read_entry(r.tensors["locked"]).tobytes() == r.read_entry(r.tensors["view"]).tobytes() == want[1]
+
+
+def test_kept_copies_are_queued_without_another_copy(tmp_path):
+    """The Writer's keep mode (delta series) keeps a private copy of each tensor; the batch
+    queues that copy itself."""
+    a = np.random.default_rng(2).standard_normal(4000).astype(np.float32)
+    with open(tmp_path / "k.wz", "wb") as f:
+        w = Writer(f, "fast", 1, pack_small=False)
+        w.keep = {}
+        i = w.add_tensor("a", by_name("F32"), a.shape, [memoryview(a).cast("B")])
+        assert w._parts[-1].obj is w.keep[i]
+        a[:] = 0  # the caller's buffer changes: what was queued does not
+        w.finish([], {"kind": "test"})
+    assert Reader(open(tmp_path / "k.wz", "rb")).read_entry(0).tobytes() == w.keep[i].tobytes() != a.tobytes()
 
 
 def test_segments_decode_as_decode_chunks_does():
