@@ -232,6 +232,10 @@ def render_markdown(p: dict[str, Any]) -> list[str]:
         if target:
             got = p["bd_rate_pct"][codec]["same_run"].get(target)
             verdict = "not measured" if got is None else ("met" if got <= 0 else "**missed**")
+            subset = {Path(n).stem for n in p["images"]}
+            if subset != set(DEFAULT_IMAGES.split(",")):  # the target is over the six images
+                verdict = f"not decided: {len(subset)} image(s) here, not the target's six; on these " + \
+                    ("<= 0 %" if got is not None and got <= 0 else "> 0 %")
             out += ["", f"Target: BD-rate <= 0 % vs {target.upper()} (same run): {verdict} ({fmt(got, 1)} %)."]
         out += ["", "| BD-rate vs | % |", "| :--- | ---: |"]
         out += [f"| {k} (same run) | {fmt(v, 1)} |" for k, v in p["bd_rate_pct"][codec]["same_run"].items()]
