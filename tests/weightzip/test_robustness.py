@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from common import assert_safe_outcomes, decode_in_child
 from decode_worker import digest
-from wz_helpers import LEVELS, build_wz, rebuild_wz, wz_regions, xxh64
+from wz_helpers import FOOTER_SIZE, LEVELS, PREAMBLE_SIZE, build_wz, read_index, rebuild_wz, wz_regions, xxh64
 
 import weightzip
 
@@ -139,6 +139,42 @@ def test_newer_version_asks_to_upgrade(version):
     blob[8:10] = struct.pack("<H", version)
     with pytest.raises(weightzip.FormatError, match="(?i)upgrade"):
         weightzip.decompress(bytes(blob))
+
+
+def test_random_table_edits_are_format_errors(tmp_path):
+    """Random edits of a version 4 entry table (values of other types, out of range, columns
+    of the wrong length, unknown kinds) give FormatError or ChecksumError, never another error."""
+    import copy
+    import random
+
+    rng = random.Random(0)
+    t = {f"t{i}": (np.arange(7 * (i + 1), dtype=[np.float32, np.float16, np.int64][i % 3]) * 2).reshape(-1, 7)
+         for i in range(12)}
+    t["big"] = np.random.default_rng(0).standard_normal((300, 100)).astype(np.float32)
+    blob = weightzip.save(t, tmp_path / "m.wz").read_bytes()
+    index, table = read_index(blob)
+    ioff = struct.unpack("<Q", blob[-FOOTER_SIZE:][:8])[0]
+    values = [None, -1, 0, 1, 3, 2**31, 2**63, 2**70, 1.5, True, "", "F32", "x", [], [0], [2**40, 2**40], {},
+              {"in": 1}]
+    p = tmp_path / "c.wz"
+    for _ in range(150):
+        ix = copy.deepcopy(index)
+        cols = ix["table"]
+        for _ in range(rng.randint(1, 3)):
+            name = rng.choice(list(cols))
+            col = cols[name]
+            if isinstance(col, list) and col and rng.random() < 0.8:
+                col[rng.randrange(len(col))] = rng.choice(values)
+            elif isinstance(col, str):
+                cols[name] = "".join(rng.choice("tbpx") for _ in range(len(col) + rng.choice([0, 0, 1, -1])))
+            else:
+                cols[name] = rng.choice(values)
+        p.write_bytes(build_wz(blob[PREAMBLE_SIZE:ioff], ix, table, version=4))
+        for call in (lambda: weightzip.load(p), lambda: weightzip.unpack(p, tmp_path / "o", overwrite=True)):
+            try:
+                call()
+            except (weightzip.FormatError, weightzip.ChecksumError):
+                pass
 
 
 def with_footer(blob: bytes, ioff=None, ilen=None, ihash=None) -> bytes:
