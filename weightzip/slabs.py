@@ -53,11 +53,10 @@ class MemFile(io.RawIOBase):
 
     @classmethod
     def of(cls, f: BinaryIO) -> MemFile:
-        """The whole of the open file f (mapped if it can be)."""
+        """The whole of f, a file just opened (mapped if it can be; a pipe is read)."""
         try:
             return cls(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         except (OSError, ValueError, io.UnsupportedOperation):
-            f.seek(0)
             return cls(f.read())
 
     def readable(self) -> bool:

@@ -5,6 +5,7 @@ with pack_small=False) have no packs."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 
 import ml_dtypes
@@ -92,6 +93,23 @@ def test_small_files_read_whole_pack_to_the_same_bytes_as_streamed_ones(tmp_path
     monkeypatch.setattr(inputs, "READ_WHOLE", 0)
     streamed = weightzip.pack(src, tmp_path / "streamed.wz", threads=1).read_bytes()
     assert whole == read == streamed and src.read_bytes() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_pipe_is_read_not_mapped(tmp_path):
+    """A named pipe cannot be mapped or seeked: its bytes are read once, as a file's would be."""
+    import threading
+
+    t = {"a": np.arange(40, dtype=np.float32), "b": np.ones((3, 5), np.float16)}
+    st.save_file(t, tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+    writer.start()
+    wz = weightzip.pack(fifo, tmp_path / "p.wz")
+    writer.join()
+    assert weightzip.unpack(wz, tmp_path / "o.safetensors").read_bytes() == data
 
 
 @needs_zstd  # the index JSON of members compresses well with zstd only
