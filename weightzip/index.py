@@ -213,6 +213,13 @@ def table_of(entries: list[Entry]) -> dict[str, Any]:
     return t
 
 
+def as_list_entries(index: dict[str, Any]) -> None:
+    """Rewrite a version 4 index in place with versions 1-3 list entries (`entries`, one
+    object each) instead of its `table`: for tools and tests that edit entries one by one."""
+    if "table" in index:
+        index["entries"] = [e.to_json() for e in parse_table(index.pop("table"), int(index["chunk_bytes"]))]
+
+
 def parse_table(t: Any, chunk_bytes: int) -> list[Entry]:
     """Entries from a version 4 table, validated as parse_entry validates version 3's (the
     caller checks the total chunk count and check_packs the members)."""

@@ -66,9 +66,9 @@ class MemFile(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.mem)}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.mem)}.get(whence)
+        if base is None or base + offset < 0:
+            raise ValueError(f"invalid seek (offset {offset}, whence {whence})")
         self.pos = base + offset
         return self.pos
 

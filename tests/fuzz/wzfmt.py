@@ -16,6 +16,7 @@ import numpy as np
 
 from weightzip import _C
 from weightzip.dtypes import BY_NAME
+from weightzip.index import as_list_entries
 
 MAGIC = b"\x89WZP\r\n\x1a\n"
 FOOTER_MAGIC = b"WZINDEX\x00"
@@ -97,9 +98,7 @@ def entry_ranges(index: Any) -> list[tuple[int, int, int, str, str]]:
 def entries_form(w: Wz) -> None:
     """Rewrite a version 4 entry table as version 3's list entries (for edits written for them)."""
     if "table" in w.index:
-        from weightzip.index import parse_table
-        ents = parse_table(w.index.pop("table"), int(w.index["chunk_bytes"]))
-        w.index["entries"] = [e.to_json() for e in ents]
+        as_list_entries(w.index)
         w.version = 3
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from common import sha256_file, tree_hashes  # noqa: F401
 
 import weightzip
+from weightzip.index import as_list_entries
 from weightzip.levels import LEVEL_NAMES
 
 LEVELS = LEVEL_NAMES  # weightzip.levels: the one list of level names
@@ -83,13 +84,8 @@ def read_index(blob: bytes, entries_form: bool = False) -> tuple[dict, bytes]:
     tab = np.array([[0, clen, jlen, jhash]], np.uint64)
     _C.decode_chunks(iblob[12:12 + clen], tab, 1, 0, js, 1, True)
     index = json.loads(js.tobytes())
-    if entries_form and "table" in index:
-        from weightzip.index import parse_table
-        index["entries"] = [e.to_json() for e in parse_table(index.pop("table"), index["chunk_bytes"])]
-        first = 0
-        for d in index["entries"]:  # parse_table numbers chunks: keep them as written
-            d["chunks"][0] = first
-            first += d["chunks"][1]
+    if entries_form:
+        as_list_entries(index)
     return index, iblob[12 + clen:]
 
 
